@@ -1,0 +1,1 @@
+"""Gantry's AWS CDK app: stacks, constructs and the settings they share."""

@@ -1,0 +1,49 @@
+"""Names, paths and defaults shared by the Gantry stacks and constructs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from aws_cdk import aws_logs as logs
+
+REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+
+# Stacks
+APP_NAME: Final = "Gantry"
+DATA_STACK_NAME: Final = "GantryData"
+API_STACK_NAME: Final = "GantryApi"
+
+# Shared code and its third-party dependencies, shipped as Lambda layers
+SHARED_PACKAGE: Final = "gantry"
+SHARED_PACKAGE_ROOT: Final = REPO_ROOT / "layers" / "gantry"
+DEPENDENCIES_DIR: Final = Path(__file__).resolve().parent / "dependencies"
+REQUIREMENTS_FILE: Final = "requirements.txt"
+FUNCTIONS_DIR: Final = REPO_ROOT / "functions"
+# Files that never belong in an asset (they would also change its hash for no reason)
+ASSET_EXCLUDES: Final = ("__pycache__", "*.pyc", "*.pyo", "*.egg-info", ".pytest_cache")
+
+# Lambda runtime: CPython 3.12 on Graviton. The pip flags must match it.
+LAMBDA_PYTHON_VERSION: Final = "3.12"
+PIP_PLATFORM: Final = "manylinux2014_aarch64"
+PIP_IMPLEMENTATION: Final = "cp"
+
+# Function defaults
+FUNCTION_MEMORY_MB: Final = 1024
+# API Gateway's integration timeout is 29 s: a buffered function must answer before it.
+BUFFERED_TIMEOUT_SECONDS: Final = 29
+FUNCTION_LOG_RETENTION: Final = logs.RetentionDays.ONE_MONTH
+POWERTOOLS_SERVICE_NAME: Final = "gantry"
+POWERTOOLS_METRICS_NAMESPACE: Final = "Gantry"
+POWERTOOLS_LOG_LEVEL: Final = "INFO"
+
+# Key hashing pepper
+PEPPER_LENGTH: Final = 48
+
+# REST API
+API_NAME: Final = "gantry"
+API_STAGE_NAME: Final = "prod"
+API_ACCESS_LOG_RETENTION: Final = logs.RetentionDays.THREE_MONTHS
+# Stage-wide ceiling; per-key limits are enforced by the functions themselves.
+API_THROTTLE_RATE_LIMIT: Final = 1000
+API_THROTTLE_BURST_LIMIT: Final = 2000

@@ -1,0 +1,47 @@
+"""boto3 clients, built once per process and only when first needed."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from gantry.config import Settings
+
+_lock = threading.Lock()
+_clients: dict[tuple[str, str | None, str], Any] = {}
+
+
+def client(service: str, settings: Settings) -> Any:
+    key = (service, settings.aws_endpoint_url, settings.region)
+    found = _clients.get(key)
+    if found is not None:
+        return found
+    with _lock:
+        if key not in _clients:
+            session = boto3.session.Session()
+            _clients[key] = session.client(
+                service,  # type: ignore[call-overload]
+                region_name=settings.region,
+                endpoint_url=settings.aws_endpoint_url,
+                config=Config(
+                    retries={"mode": "standard", "max_attempts": 3},
+                    connect_timeout=2,
+                    read_timeout=5,
+                    tcp_keepalive=True,
+                    max_pool_connections=64,
+                ),
+            )
+        return _clients[key]
+
+
+def reset_clients() -> None:
+    with _lock:
+        _clients.clear()
+
+
+def read_secret(secret_arn: str, settings: Settings) -> str:
+    value = client("secretsmanager", settings).get_secret_value(SecretId=secret_arn)
+    return str(value["SecretString"])

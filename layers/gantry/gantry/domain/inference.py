@@ -1,0 +1,217 @@
+"""Inference rules: which model serves a request, which parameters it supports, whether the
+prompt fits, and what the call costs. Providers do the work; this decides what is allowed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from gantry.domain.errors import ContextLengthExceeded, InvalidRequest
+from gantry.domain.registry import ModelSpec, Registry
+from gantry.ports import (
+    ClassificationResult,
+    EmbeddingResult,
+    GenerationResult,
+    Message,
+    ModelProvider,
+    ModerationResult,
+    SamplingParams,
+)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Generation controls as the caller sent them (None = not given)."""
+
+    max_tokens: int | None = None
+    max_tokens_param: str = "max_tokens"
+    temperature: float | None = None
+    top_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    n: int = 1
+    logprobs: bool = False
+    top_logprobs: int = 0
+    logit_bias: Mapping[int, float] = field(default_factory=dict)
+    # parameter name -> capability the model needs to honour it
+    features: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    spec: ModelSpec
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def cost_usd(self) -> float:
+        return self.spec.cost_usd(self.prompt_tokens, self.completion_tokens)
+
+
+@dataclass(frozen=True)
+class GenerationOutcome(Outcome):
+    result: GenerationResult
+
+
+@dataclass(frozen=True)
+class EmbeddingOutcome(Outcome):
+    result: EmbeddingResult
+
+
+@dataclass(frozen=True)
+class ClassificationOutcome(Outcome):
+    result: ClassificationResult
+
+
+@dataclass(frozen=True)
+class ModerationOutcome(Outcome):
+    result: ModerationResult
+
+
+MAX_EMBEDDING_INPUTS = 2048
+
+
+class InferenceService:
+    def __init__(self, registry: Registry, providers: Mapping[str, ModelProvider]) -> None:
+        self.registry = registry
+        self._providers = providers
+
+    def provider(self, spec: ModelSpec) -> ModelProvider:
+        provider = self._providers.get(spec.provider)
+        if provider is None:
+            raise InvalidRequest(
+                f"The model '{spec.id}' is served by provider '{spec.provider}', which is not "
+                "configured on this deployment.",
+                code="model_not_available",
+                param="model",
+            )
+        return provider
+
+    # --- generation ---------------------------------------------------------------------
+
+    def chat(
+        self, model_id: str, messages: Sequence[Message], sampling: Sampling
+    ) -> GenerationOutcome:
+        spec = self.registry.for_capability(model_id, "chat")
+        provider = self.provider(spec)
+        prompt_tokens = provider.count_chat_tokens(spec, messages)
+        params = self._params(spec, sampling, prompt_tokens)
+        result = provider.chat(spec, messages, params)
+        return GenerationOutcome(spec, result.prompt_tokens, result.completion_tokens, result)
+
+    def complete(
+        self, model_id: str, prompts: Sequence[str], sampling: Sampling
+    ) -> list[GenerationOutcome]:
+        spec = self.registry.for_capability(model_id, "completions")
+        provider = self.provider(spec)
+        counted = [provider.count_tokens(spec, prompt) for prompt in prompts]
+        plans = [self._params(spec, sampling, tokens) for tokens in counted]
+        outcomes = []
+        for prompt, params in zip(prompts, plans, strict=True):
+            result = provider.complete(spec, prompt, params)
+            outcomes.append(
+                GenerationOutcome(spec, result.prompt_tokens, result.completion_tokens, result)
+            )
+        return outcomes
+
+    def _params(self, spec: ModelSpec, sampling: Sampling, prompt_tokens: int) -> SamplingParams:
+        for param, capability in sampling.features.items():
+            if not spec.supports(capability):
+                raise InvalidRequest(
+                    f"The model '{spec.id}' does not support '{param}'. Remove it, or use a "
+                    "model whose capabilities (GET /v1/models) include "
+                    f"'{capability}'.",
+                    code="unsupported_parameter",
+                    param=param,
+                )
+        if sampling.top_logprobs and not sampling.logprobs:
+            raise InvalidRequest(
+                "'top_logprobs' requires 'logprobs' to be true.",
+                code="invalid_value",
+                param="top_logprobs",
+            )
+        max_tokens = self._max_tokens(spec, sampling, prompt_tokens)
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=1.0 if sampling.temperature is None else sampling.temperature,
+            top_p=1.0 if sampling.top_p is None else sampling.top_p,
+            presence_penalty=sampling.presence_penalty or 0.0,
+            frequency_penalty=sampling.frequency_penalty or 0.0,
+            stop=sampling.stop,
+            seed=sampling.seed,
+            n=sampling.n,
+            logprobs=sampling.logprobs,
+            top_logprobs=sampling.top_logprobs,
+            logit_bias=dict(sampling.logit_bias),
+        )
+
+    def _max_tokens(self, spec: ModelSpec, sampling: Sampling, prompt_tokens: int) -> int:
+        room = spec.context_window - prompt_tokens
+        requested = sampling.max_tokens
+        if requested is not None and requested > spec.max_output_tokens:
+            raise InvalidRequest(
+                f"'{sampling.max_tokens_param}' is {requested}, but the model '{spec.id}' "
+                f"produces at most {spec.max_output_tokens} tokens per response. Use a value "
+                f"from 1 to {spec.max_output_tokens}.",
+                code="invalid_value",
+                param=sampling.max_tokens_param,
+            )
+        wanted = requested if requested is not None else min(spec.max_output_tokens, room)
+        if room < 1 or wanted > room:
+            raise context_exceeded(spec, prompt_tokens, requested or 0, "messages")
+        return wanted
+
+    # --- other tasks --------------------------------------------------------------------
+
+    def embed(
+        self, model_id: str, inputs: Sequence[str], dimensions: int | None
+    ) -> EmbeddingOutcome:
+        spec = self.registry.for_capability(model_id, "embeddings")
+        provider = self.provider(spec)
+        full = spec.embedding_dimensions
+        if dimensions is not None and full is not None and not 1 <= dimensions <= full:
+            raise InvalidRequest(
+                f"'dimensions' must be between 1 and {full} for the model '{spec.id}'.",
+                code="invalid_value",
+                param="dimensions",
+            )
+        for index, text in enumerate(inputs):
+            tokens = provider.count_tokens(spec, text)
+            if tokens > spec.context_window:
+                raise context_exceeded(spec, tokens, 0, f"input[{index}]")
+        result = provider.embed(spec, inputs, dimensions)
+        return EmbeddingOutcome(spec, result.prompt_tokens, 0, result)
+
+    def classify(
+        self, model_id: str, inputs: Sequence[str], labels: Sequence[str]
+    ) -> ClassificationOutcome:
+        spec = self.registry.for_capability(model_id, "classifications")
+        result = self.provider(spec).classify(spec, inputs, labels)
+        return ClassificationOutcome(spec, result.prompt_tokens, 0, result)
+
+    def moderate(self, model_id: str, inputs: Sequence[str]) -> ModerationOutcome:
+        spec = self.registry.for_capability(model_id, "moderations")
+        result = self.provider(spec).moderate(spec, inputs)
+        return ModerationOutcome(spec, result.prompt_tokens, 0, result)
+
+
+def context_exceeded(
+    spec: ModelSpec, prompt_tokens: int, max_tokens: int, param: str
+) -> ContextLengthExceeded:
+    return ContextLengthExceeded(
+        f"This model's maximum context length is {spec.context_window} tokens. However, you "
+        f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the prompt, "
+        f"{max_tokens} for the completion). Shorten the prompt or lower max_tokens.",
+        param=param,
+        details={
+            "prompt_tokens": prompt_tokens,
+            "max_tokens": max_tokens,
+            "context_window": spec.context_window,
+        },
+    )

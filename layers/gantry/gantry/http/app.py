@@ -1,0 +1,49 @@
+"""The FastAPI application factory. Each Lambda function builds it once per process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from gantry import __version__
+from gantry.config import get_settings
+from gantry.http.errors import install_error_handlers
+from gantry.http.middleware import GantryMiddleware
+from gantry.http.routers import inference, models, ops
+
+FAMILIES = {
+    "inference": inference.router,
+    "models": models.router,
+    "ops": ops.router,
+}
+
+DESCRIPTION = """
+An OpenAI-compatible AI API. Point any OpenAI SDK at `<this host>/v1` and use a Gantry key
+(`Authorization: Bearer gnt_<key_id>_<secret>`). Errors always have one shape; see
+[the error codes](/docs/errors).
+"""
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(families: Iterable[str] | None = None) -> FastAPI:
+    """An app serving the given route families (all of them by default)."""
+    chosen = list(families) if families is not None else list(FAMILIES)
+    unknown = set(chosen) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown route families: {sorted(unknown)}")
+    app = FastAPI(
+        title="Gantry",
+        version=__version__,
+        description=DESCRIPTION,
+        generate_unique_id_function=_operation_id,
+    )
+    for family in chosen:
+        app.include_router(FAMILIES[family])
+    install_error_handlers(app)
+    app.add_middleware(GantryMiddleware, max_body_bytes=get_settings().max_body_bytes)
+    return app

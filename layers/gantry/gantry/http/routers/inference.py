@@ -1,0 +1,530 @@
+"""Inference routes: chat and text completions, embeddings, classifications, moderations."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import time
+from datetime import date
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from gantry.domain.errors import InvalidRequest
+from gantry.domain.inference import MAX_EMBEDDING_INPUTS, GenerationOutcome, Sampling
+from gantry.http.body import JSONBodyRoute
+from gantry.http.deps import CompletionsKey, CurrentRuntime
+from gantry.http.responses import (
+    deprecation_headers,
+    inference_headers,
+    json_response,
+    new_id,
+    usage,
+)
+from gantry.http.schemas.chat import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessage,
+    Completion,
+    CompletionRequest,
+    SamplingFields,
+)
+from gantry.http.schemas.tasks import (
+    ClassificationList,
+    ClassificationRequest,
+    EmbeddingList,
+    EmbeddingRequest,
+    Moderation,
+    ModerationRequest,
+    ModerationTextPart,
+)
+from gantry.ports import Generation, Message, TokenLogprob
+
+router = APIRouter(prefix="/v1", tags=["inference"], route_class=JSONBodyRoute)
+
+LEGACY_COMPLETIONS_DEPRECATED = date(2026, 1, 1)
+LEGACY_COMPLETIONS_SUNSET = date(2027, 12, 31)
+
+_ALWAYS_UNSUPPORTED = {  # chat parameter -> capability a model needs to honour it
+    "audio": "audio",
+    "prediction": "predicted_outputs",
+    "reasoning_effort": "reasoning",
+    "verbosity": "reasoning",
+    "web_search_options": "web_search",
+}
+_TOOL_PARAMS = ("tools", "tool_choice", "parallel_tool_calls", "functions", "function_call")
+
+
+# --- chat ----------------------------------------------------------------------------------
+
+
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletion,
+    operation_id="chat-create",
+    summary="Create a chat completion",
+)
+async def create_chat_completion(
+    body: ChatCompletionRequest, principal: CompletionsKey, rt: CurrentRuntime
+) -> Response:
+    messages, features = _messages(body.messages)
+    features.update(_chat_features(body))
+    max_tokens, max_param = _chat_max_tokens(body)
+    sampling = _sampling(
+        body,
+        max_tokens=max_tokens,
+        max_param=max_param,
+        logprobs=bool(body.logprobs),
+        top_logprobs=body.top_logprobs or 0,
+        features=features,
+    )
+    outcome = await run_in_threadpool(rt.inference.chat, body.model, messages, sampling)
+    choices = [
+        {
+            "index": index,
+            "message": {"role": "assistant", "content": choice.text, "refusal": None},
+            "logprobs": _chat_logprobs(choice) if body.logprobs else None,
+            "finish_reason": choice.finish_reason,
+        }
+        for index, choice in enumerate(outcome.result.choices)
+    ]
+    payload = {
+        "id": new_id("chatcmpl"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": outcome.spec.id,
+        "system_fingerprint": _fingerprint(outcome),
+        "service_tier": "default",
+        "choices": choices,
+        "usage": usage(outcome.prompt_tokens, outcome.completion_tokens),
+    }
+    return json_response(payload, headers=inference_headers(outcome))
+
+
+def _messages(raw: list[ChatMessage]) -> tuple[list[Message], dict[str, str]]:
+    messages: list[Message] = []
+    features: dict[str, str] = {}
+    for index, message in enumerate(raw):
+        where = f"messages[{index}]"
+        if message.role == "tool" or message.tool_calls is not None:
+            features[f"{where}.role" if message.role == "tool" else f"{where}.tool_calls"] = "tools"
+        content = message.content
+        if content is None:
+            if message.role == "assistant" and message.tool_calls:
+                content = ""
+            else:
+                raise InvalidRequest(
+                    f"'{where}.content' is missing: every {message.role} message needs content "
+                    "(a string or an array of text parts).",
+                    code="missing_required_parameter",
+                    param=f"{where}.content",
+                )
+        if isinstance(content, list):
+            texts = []
+            for part_index, part in enumerate(content):
+                if part.type == "text":
+                    texts.append(getattr(part, "text", ""))
+                else:
+                    needs = "audio" if part.type == "input_audio" else "vision"
+                    features[f"{where}.content[{part_index}]"] = needs
+            content = "".join(texts)
+        messages.append(Message(role=message.role, content=content, name=message.name))
+    return messages, features
+
+
+def _chat_features(body: ChatCompletionRequest) -> dict[str, str]:
+    if body.store:
+        raise InvalidRequest(
+            "'store' is not supported: Gantry does not keep chat completions. Omit it or set "
+            "it to false.",
+            code="unsupported_parameter",
+            param="store",
+        )
+    if body.service_tier not in (None, "auto", "default"):
+        raise InvalidRequest(
+            f"Invalid value for 'service_tier': '{body.service_tier}'. Use 'auto' or 'default'.",
+            code="invalid_value",
+            param="service_tier",
+        )
+    features: dict[str, str] = {}
+    for name in _TOOL_PARAMS:
+        if getattr(body, name) is not None:
+            features[name] = "tools"
+    if body.response_format is not None and body.response_format.type != "text":
+        features["response_format"] = "json_mode"
+    if body.logprobs:
+        features["logprobs"] = "logprobs"
+    if body.modalities is not None and any(m != "text" for m in body.modalities):
+        features["modalities"] = "audio"
+    for name, capability in _ALWAYS_UNSUPPORTED.items():
+        if getattr(body, name) is not None:
+            features[name] = capability
+    return features
+
+
+def _chat_max_tokens(body: ChatCompletionRequest) -> tuple[int | None, str]:
+    if body.max_tokens is not None and body.max_completion_tokens is not None:
+        raise InvalidRequest(
+            "Set only one of 'max_tokens' and 'max_completion_tokens' (max_tokens is the "
+            "deprecated name of max_completion_tokens).",
+            code="invalid_value",
+            param="max_tokens",
+        )
+    if body.max_completion_tokens is not None:
+        return body.max_completion_tokens, "max_completion_tokens"
+    return body.max_tokens, "max_tokens"
+
+
+def _sampling(
+    body: SamplingFields,
+    *,
+    max_tokens: int | None,
+    max_param: str,
+    logprobs: bool,
+    top_logprobs: int,
+    features: dict[str, str],
+    n: int | None = None,
+) -> Sampling:
+    if body.stream:
+        raise InvalidRequest(
+            "'stream': true is not available on this route yet; send the request without "
+            "'stream' for a buffered response.",
+            code="unsupported_parameter",
+            param="stream",
+        )
+    if body.stream_options is not None:
+        raise InvalidRequest(
+            "'stream_options' is only allowed when 'stream' is true.",
+            code="invalid_value",
+            param="stream_options",
+        )
+    if body.logit_bias:
+        features["logit_bias"] = "logit_bias"
+    if body.seed is not None:
+        features["seed"] = "seed"
+    stop = body.stop
+    return Sampling(
+        max_tokens=max_tokens,
+        max_tokens_param=max_param,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
+        seed=body.seed,
+        n=n if n is not None else body.n or 1,
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+        logit_bias={int(k): v for k, v in (body.logit_bias or {}).items()},
+        features=features,
+    )
+
+
+def _fingerprint(outcome: GenerationOutcome) -> str:
+    return "fp_" + outcome.spec.version.replace("-", "")
+
+
+def _token_bytes(token: str) -> list[int]:
+    return list(token.encode("utf-8"))
+
+
+def _chat_logprobs(choice: Generation) -> dict[str, Any]:
+    return {
+        "content": [
+            {
+                "token": item.token,
+                "logprob": item.logprob,
+                "bytes": _token_bytes(item.token),
+                "top_logprobs": [
+                    {"token": t.token, "logprob": t.logprob, "bytes": _token_bytes(t.token)}
+                    for t in item.top_logprobs
+                ],
+            }
+            for item in choice.logprobs or ()
+        ],
+        "refusal": None,
+    }
+
+
+# --- legacy text completions --------------------------------------------------------------
+
+
+@router.post(
+    "/completions",
+    response_model=Completion,
+    operation_id="completions-create",
+    summary="Create a text completion (legacy)",
+    deprecated=True,
+    description="Legacy text completions. Use POST /v1/chat/completions instead.",
+)
+async def create_completion(
+    body: CompletionRequest, principal: CompletionsKey, rt: CurrentRuntime
+) -> Response:
+    prompts, features = _prompts(body)
+    if body.suffix is not None:
+        features["suffix"] = "insert"
+    if body.logprobs is not None:
+        features["logprobs"] = "logprobs"
+        if body.echo:
+            features["echo"] = "prompt_logprobs"
+    n = body.n or 1
+    best_of = body.best_of or n
+    if best_of < n:
+        raise InvalidRequest(
+            f"'best_of' ({best_of}) must be greater than or equal to 'n' ({n}).",
+            code="invalid_value",
+            param="best_of",
+        )
+    ranked = best_of > n
+    sampling = _sampling(
+        body,
+        max_tokens=body.max_tokens,
+        max_param="max_tokens",
+        logprobs=body.logprobs is not None or ranked,
+        top_logprobs=body.logprobs or 0,
+        features=features,
+        n=best_of,
+    )
+    outcomes = await run_in_threadpool(rt.inference.complete, body.model, prompts, sampling)
+    choices: list[dict[str, Any]] = []
+    for prompt, outcome in zip(prompts, outcomes, strict=True):
+        picked = _best(outcome.result.choices, n) if ranked else list(outcome.result.choices)
+        for choice in picked:
+            text = prompt + choice.text if body.echo else choice.text
+            choices.append(
+                {
+                    "index": len(choices),
+                    "text": text,
+                    "logprobs": _legacy_logprobs(choice) if body.logprobs is not None else None,
+                    "finish_reason": choice.finish_reason,
+                }
+            )
+    prompt_tokens = sum(o.prompt_tokens for o in outcomes)
+    completion_tokens = sum(o.completion_tokens for o in outcomes)
+    first = outcomes[0]
+    cost = first.spec.cost_usd(prompt_tokens, completion_tokens)
+    payload = {
+        "id": new_id("cmpl"),
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": first.spec.id,
+        "system_fingerprint": _fingerprint(first),
+        "choices": choices,
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
+    headers = inference_headers(first, cost)
+    route = deprecation_headers(
+        LEGACY_COMPLETIONS_DEPRECATED, LEGACY_COMPLETIONS_SUNSET, "/v1/chat/completions"
+    )
+    if "link" in headers:
+        route["link"] = f"{route['link']}, {headers['link']}"
+    headers.update(route)
+    return json_response(payload, headers=headers)
+
+
+def _prompts(body: CompletionRequest) -> tuple[list[str], dict[str, str]]:
+    prompt = body.prompt
+    if isinstance(prompt, str):
+        return [prompt], {}
+    if not prompt:
+        raise InvalidRequest(
+            "'prompt' must be a string or a non-empty array of strings.",
+            code="invalid_value",
+            param="prompt",
+        )
+    if all(isinstance(p, str) for p in prompt):
+        return [str(p) for p in prompt], {}
+    return [""], {"prompt": "token_input"}
+
+
+def _best(choices: tuple[Generation, ...], n: int) -> list[Generation]:
+    def mean_logprob(choice: Generation) -> float:
+        items = choice.logprobs or ()
+        return sum(i.logprob for i in items) / len(items) if items else 0.0
+
+    return sorted(choices, key=mean_logprob, reverse=True)[:n]
+
+
+def _legacy_logprobs(choice: Generation) -> dict[str, Any]:
+    items: tuple[TokenLogprob, ...] = choice.logprobs or ()
+    offsets, position = [], 0
+    for item in items:
+        offsets.append(position)
+        position += len(item.token)
+    return {
+        "tokens": [i.token for i in items],
+        "token_logprobs": [i.logprob for i in items],
+        "top_logprobs": [{t.token: t.logprob for t in i.top_logprobs} for i in items],
+        "text_offset": offsets,
+    }
+
+
+# --- embeddings --------------------------------------------------------------------------
+
+
+@router.post(
+    "/embeddings",
+    response_model=EmbeddingList,
+    operation_id="embeddings-create",
+    summary="Create embeddings",
+)
+async def create_embeddings(
+    body: EmbeddingRequest, principal: CompletionsKey, rt: CurrentRuntime
+) -> Response:
+    inputs = _embedding_inputs(body, rt)
+    outcome = await run_in_threadpool(rt.inference.embed, body.model, inputs, body.dimensions)
+    data = [
+        {
+            "object": "embedding",
+            "index": index,
+            "embedding": _encode(vector, body.encoding_format),
+        }
+        for index, vector in enumerate(outcome.result.vectors)
+    ]
+    payload = {
+        "object": "list",
+        "data": data,
+        "model": outcome.spec.id,
+        "usage": usage(outcome.prompt_tokens, None),
+    }
+    return json_response(payload, headers=inference_headers(outcome))
+
+
+def _embedding_inputs(body: EmbeddingRequest, rt: CurrentRuntime) -> list[str]:
+    raw = body.input
+    if isinstance(raw, str):
+        raw = [raw]
+    if not raw:
+        raise InvalidRequest(
+            "'input' must be a non-empty string or a non-empty array of strings.",
+            code="invalid_value",
+            param="input",
+        )
+    if len(raw) > MAX_EMBEDDING_INPUTS:
+        raise InvalidRequest(
+            f"'input' has {len(raw)} items; at most {MAX_EMBEDDING_INPUTS} are allowed per "
+            "request. Split the inputs across requests.",
+            code="invalid_value",
+            param="input",
+        )
+    if not all(isinstance(item, str) for item in raw):
+        spec = rt.inference.registry.for_capability(body.model, "embeddings")
+        raise InvalidRequest(
+            f"The model '{spec.id}' does not accept token-id arrays as 'input'; send text.",
+            code="unsupported_parameter",
+            param="input",
+        )
+    texts = [str(item) for item in raw]
+    for index, text in enumerate(texts):
+        if not text.strip():
+            where = "input" if isinstance(body.input, str) else f"input[{index}]"
+            raise InvalidRequest(
+                f"'{where}' is empty; every input must contain text.",
+                code="invalid_value",
+                param=where,
+            )
+    return texts
+
+
+def _encode(vector: tuple[float, ...], encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return list(vector)
+
+
+# --- classifications ---------------------------------------------------------------------
+
+
+@router.post(
+    "/classifications",
+    response_model=ClassificationList,
+    operation_id="classifications-create",
+    summary="Classify text over caller-given labels",
+)
+async def create_classification(
+    body: ClassificationRequest, principal: CompletionsKey, rt: CurrentRuntime
+) -> Response:
+    inputs = [body.input] if isinstance(body.input, str) else list(body.input)
+    if len(set(body.labels)) != len(body.labels):
+        raise InvalidRequest("'labels' must be distinct.", code="invalid_value", param="labels")
+    outcome = await run_in_threadpool(rt.inference.classify, body.model, inputs, body.labels)
+    results = []
+    for index, scores in enumerate(outcome.result.scores):
+        ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
+        results.append(
+            {
+                "index": index,
+                "label": ranked[0][0],
+                "score": ranked[0][1],
+                "scores": [{"label": label, "score": score} for label, score in ranked],
+            }
+        )
+    payload = {
+        "id": new_id("clf"),
+        "object": "classification",
+        "created": int(time.time()),
+        "model": outcome.spec.id,
+        "results": results,
+        "usage": usage(outcome.prompt_tokens, None),
+    }
+    return json_response(payload, headers=inference_headers(outcome))
+
+
+# --- moderations -------------------------------------------------------------------------
+
+
+@router.post(
+    "/moderations",
+    response_model=Moderation,
+    operation_id="moderations-create",
+    summary="Classify text against the content policy",
+)
+async def create_moderation(
+    body: ModerationRequest, principal: CompletionsKey, rt: CurrentRuntime
+) -> Response:
+    model = body.model or rt.settings.default_moderation_model
+    inputs = _moderation_inputs(body, model, rt)
+    outcome = await run_in_threadpool(rt.inference.moderate, model, inputs)
+    results = [
+        {
+            "flagged": verdict.flagged,
+            "categories": dict(verdict.categories),
+            "category_scores": dict(verdict.category_scores),
+            "category_applied_input_types": {name: ["text"] for name in verdict.categories},
+        }
+        for verdict in outcome.result.results
+    ]
+    payload = {
+        "id": new_id("modr"),
+        "model": outcome.spec.id,
+        "results": results,
+        "usage": usage(outcome.prompt_tokens, None),
+    }
+    return json_response(payload, headers=inference_headers(outcome))
+
+
+def _moderation_inputs(body: ModerationRequest, model: str, rt: CurrentRuntime) -> list[str]:
+    raw = body.input
+    if isinstance(raw, str):
+        return [raw]
+    if not raw:
+        raise InvalidRequest(
+            "'input' must be a string, an array of strings, or an array of content parts.",
+            code="invalid_value",
+            param="input",
+        )
+    if all(isinstance(item, str) for item in raw):
+        return [str(item) for item in raw]
+    texts = []
+    for index, part in enumerate(raw):
+        if not isinstance(part, ModerationTextPart):
+            spec = rt.inference.registry.for_capability(model, "moderations")
+            raise InvalidRequest(
+                f"The model '{spec.id}' moderates text only; 'input[{index}]' is an image.",
+                code="unsupported_parameter",
+                param=f"input[{index}]",
+            )
+        texts.append(part.text)
+    return ["\n".join(texts)]

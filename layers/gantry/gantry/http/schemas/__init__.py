@@ -1,0 +1,1 @@
+"""Request and response shapes on the wire (OpenAI-compatible where OpenAI has the concept)."""

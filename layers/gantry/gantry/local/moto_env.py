@@ -1,0 +1,127 @@
+"""The local AWS: a moto server on loopback, the tables from `gantry.tables`, a seeded key.
+
+The server (not in-process mocks) is used because it applies one request at a time, so
+conditional writes stay atomic under the concurrent load a real server produces.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gantry.config import Settings
+from gantry.domain.keys import KeyRecord, hash_secret, parse_api_key, validate_scopes
+from gantry.tables import TABLES, TableSpec
+
+LOCAL_ORG = "org-local"
+
+# A documented example key for the sample events and local invocations. Never valid in AWS:
+# deployed functions hash with their own pepper.
+EXAMPLE_API_KEY = "gnt_example01_LocalDevelopmentOnlySecret0123456789"
+
+
+@dataclass
+class LocalAws:
+    endpoint_url: str
+    server: Any
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def use_fake_credentials() -> None:
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_SESSION_TOKEN", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        os.environ.setdefault(name, value)
+
+
+def start_moto_server(host: str = "127.0.0.1") -> LocalAws:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    use_fake_credentials()
+    server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
+    server.start()
+    bound_host, port = server.get_host_and_port()
+    return LocalAws(endpoint_url=f"http://{bound_host}:{port}", server=server)
+
+
+def _definition(spec: TableSpec, name: str) -> dict[str, Any]:
+    attributes = {spec.partition_key}
+    schema = [{"AttributeName": spec.partition_key, "KeyType": "HASH"}]
+    if spec.sort_key:
+        attributes.add(spec.sort_key)
+        schema.append({"AttributeName": spec.sort_key, "KeyType": "RANGE"})
+    indexes = []
+    for index in spec.indexes:
+        key_schema = [{"AttributeName": index.partition_key, "KeyType": "HASH"}]
+        attributes.add(index.partition_key)
+        if index.sort_key:
+            attributes.add(index.sort_key)
+            key_schema.append({"AttributeName": index.sort_key, "KeyType": "RANGE"})
+        indexes.append(
+            {
+                "IndexName": index.name,
+                "KeySchema": key_schema,
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        )
+    definition: dict[str, Any] = {
+        "TableName": name,
+        "KeySchema": schema,
+        "AttributeDefinitions": [
+            {"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)
+        ],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    if indexes:
+        definition["GlobalSecondaryIndexes"] = indexes
+    return definition
+
+
+def create_tables(dynamodb: Any, settings: Settings) -> None:
+    existing = set(dynamodb.list_tables()["TableNames"])
+    for spec in TABLES:
+        name = getattr(settings, spec.settings_field)
+        if name in existing:
+            continue
+        dynamodb.create_table(**_definition(spec, name))
+        if spec.ttl_attribute:
+            dynamodb.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute},
+            )
+
+
+def key_record(
+    full_key: str,
+    pepper: bytes,
+    *,
+    org_id: str = LOCAL_ORG,
+    scopes: tuple[str, ...] = ("admin:full",),
+    name: str = "local admin",
+    created_by: str = "local-bootstrap",
+) -> KeyRecord:
+    parts = parse_api_key(full_key)
+    if parts is None:
+        raise ValueError(
+            "An API key must look like gnt_<key_id>_<secret>: key_id 4-40 letters or digits, "
+            "secret 16-256 letters, digits or '-'."
+        )
+    key_id, secret = parts
+    return KeyRecord(
+        key_id=key_id,
+        org_id=org_id,
+        secret_hmac=hash_secret(pepper, secret),
+        scopes=validate_scopes(scopes),
+        name=name,
+        created_at=time.time(),
+        created_by=created_by,
+    )

@@ -1,0 +1,102 @@
+"""One process serving the whole API on loopback, with moto standing in for AWS."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass
+
+import uvicorn
+
+from gantry.adapters.aws import client, reset_clients
+from gantry.config import get_settings
+from gantry.domain.keys import new_api_key
+from gantry.http.app import create_app
+from gantry.local.moto_env import LocalAws, create_tables, key_record, start_moto_server
+from gantry.runtime import Runtime, set_runtime
+
+
+@dataclass
+class LocalStack:
+    aws: LocalAws
+    runtime: Runtime
+    admin_key: str
+
+
+def bootstrap(admin_key: str | None = None) -> LocalStack:
+    """Start moto, point the settings at it, create the tables and seed an admin key."""
+    aws = start_moto_server()
+    os.environ["GANTRY_AWS_ENDPOINT_URL"] = aws.endpoint_url
+    os.environ.setdefault("GANTRY_ENV", "local")
+    get_settings.cache_clear()
+    reset_clients()
+    runtime = Runtime(get_settings())
+    set_runtime(runtime)
+    create_tables(client("dynamodb", runtime.settings), runtime.settings)
+    key = admin_key or new_api_key()[0]
+    runtime.key_store.put_key(key_record(key, runtime.pepper()))
+    for provider in runtime.providers.values():
+        warm = getattr(provider, "warm", None)
+        if callable(warm):
+            warm()
+    return LocalStack(aws=aws, runtime=runtime, admin_key=key)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(host: str, port: int, admin_key: str | None, banner: bool = True) -> None:
+    """Serve until interrupted (`make dev`)."""
+    stack = bootstrap(admin_key)
+    sock = bind(host, port)
+    bound_port = sock.getsockname()[1]
+    if banner:
+        print(
+            f"Gantry is serving on http://{host}:{bound_port}  (docs: /docs)\n"
+            f"Admin key: {stack.admin_key}\n"
+            f"Try: curl http://{host}:{bound_port}/v1/models "
+            f"-H 'Authorization: Bearer {stack.admin_key}'",
+            flush=True,
+        )
+    config = uvicorn.Config(
+        create_app(), log_level="warning", access_log=False, timeout_graceful_shutdown=3
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        stack.aws.stop()
+
+
+class BackgroundServer:
+    """The API on a free loopback port in a thread, for tests and benchmarks."""
+
+    def __init__(self, admin_key: str | None = None, host: str = "127.0.0.1") -> None:
+        self.stack = bootstrap(admin_key)
+        self.sock = bind(host, 0)
+        self.base_url = f"http://{host}:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(create_app(), log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def __enter__(self) -> BackgroundServer:
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("the server thread stopped during start-up")
+            threading.Event().wait(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.stack.aws.stop()

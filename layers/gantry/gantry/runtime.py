@@ -1,0 +1,93 @@
+"""The composition root: wires adapters into the domain, once per process, lazily."""
+
+from __future__ import annotations
+
+import json
+import threading
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+
+from gantry.adapters.aws import client, read_secret
+from gantry.adapters.clock import SystemClock
+from gantry.adapters.dynamodb_keys import DynamoKeyStore
+from gantry.adapters.local.provider import LocalProvider
+from gantry.config import Settings, get_settings
+from gantry.domain.auth import Authenticator
+from gantry.domain.inference import InferenceService
+from gantry.domain.registry import Registry
+from gantry.ports import Clock, KeyStore, ModelProvider
+
+DEV_PEPPER = "gantry-local-development-pepper"
+
+
+class Runtime:
+    def __init__(self, settings: Settings | None = None, clock: Clock | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.clock: Clock = clock or SystemClock()
+        self._pepper: bytes | None = None
+        self._pepper_lock = threading.Lock()
+
+    @cached_property
+    def registry(self) -> Registry:
+        if self.settings.registry_path:
+            raw = json.loads(Path(self.settings.registry_path).read_text())
+        else:
+            raw = json.loads(resources.files("gantry").joinpath("models.json").read_text())
+        return Registry.from_dict(raw)
+
+    @cached_property
+    def providers(self) -> dict[str, ModelProvider]:
+        return {"local": LocalProvider()}
+
+    @cached_property
+    def key_store(self) -> KeyStore:
+        return DynamoKeyStore(client("dynamodb", self.settings), self.settings.keys_table)
+
+    @cached_property
+    def authenticator(self) -> Authenticator:
+        return Authenticator(
+            self.key_store, self.pepper, self.clock, self.settings.key_cache_ttl_seconds
+        )
+
+    @cached_property
+    def inference(self) -> InferenceService:
+        return InferenceService(self.registry, self.providers)
+
+    def pepper(self) -> bytes:
+        if self._pepper is None:
+            with self._pepper_lock:
+                if self._pepper is None:
+                    self._pepper = self._load_pepper().encode()
+        return self._pepper
+
+    def _load_pepper(self) -> str:
+        if self.settings.key_pepper:
+            return self.settings.key_pepper
+        if self.settings.key_pepper_secret_arn:
+            return read_secret(self.settings.key_pepper_secret_arn, self.settings)
+        if self.settings.env == "local":
+            return DEV_PEPPER
+        raise RuntimeError(
+            "No key pepper configured: set GANTRY_KEY_PEPPER_SECRET_ARN (or GANTRY_KEY_PEPPER)."
+        )
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    global _runtime
+    if _runtime is None:
+        with _lock:
+            if _runtime is None:
+                _runtime = Runtime()
+    return _runtime
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    """Replace the process runtime (tests, the local server)."""
+    global _runtime
+    with _lock:
+        _runtime = runtime

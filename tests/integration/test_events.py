@@ -1,0 +1,60 @@
+"""Every sample event in events/ runs through its real Lambda handler with the expected status."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gantry.local.invoke import LocalContext, load_handler, prepare_environment
+from gantry.local.moto_env import EXAMPLE_API_KEY, key_record
+from gantry.runtime import Runtime
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+EXPECTED = {
+    "inference/chat_completion.json": 200,
+    "inference/chat_completion_logprobs.json": 200,
+    "inference/chat_completion_echo.json": 200,
+    "inference/chat_bad_temperature.json": 400,
+    "inference/chat_unknown_model.json": 404,
+    "inference/chat_unsupported_tools.json": 400,
+    "inference/chat_missing_key.json": 401,
+    "inference/chat_malformed_json.json": 400,
+    "inference/chat_wrong_content_type.json": 415,
+    "inference/completion_legacy.json": 200,
+    "inference/embeddings.json": 200,
+    "inference/embeddings_base64.json": 200,
+    "inference/embeddings_empty_input.json": 400,
+    "inference/classification.json": 200,
+    "inference/moderation.json": 200,
+    "models/list_models.json": 200,
+    "models/get_model.json": 200,
+    "models/get_unknown_model.json": 404,
+    "models/list_models_bad_key.json": 401,
+    "models/health.json": 200,
+    "models/openapi.json": 200,
+}
+
+
+def test_every_event_is_listed() -> None:
+    found = {str(p.relative_to(EVENTS)) for p in EVENTS.glob("*/*.json")}
+    assert found == set(EXPECTED)
+
+
+@pytest.mark.parametrize(("name", "status"), sorted(EXPECTED.items()))
+def test_event(runtime: Runtime, name: str, status: int) -> None:
+    prepare_environment()
+    runtime.key_store.put_key(key_record(EXAMPLE_API_KEY, runtime.pepper()))
+    function = name.split("/")[0]
+    handler = load_handler(function, str(EVENTS.parent / "functions"))
+    event = json.loads((EVENTS / name).read_text())
+    response = handler(event, LocalContext(function_name=f"gantry-{function}"))
+    assert response["statusCode"] == status, response.get("body")
+    headers = {k.lower(): v for k, v in response["headers"].items()}
+    assert headers["x-request-id"]
+    if status >= 400:
+        error = json.loads(response["body"])["error"]
+        assert error["request_id"] == headers["x-request-id"]
+        assert error["code"]
