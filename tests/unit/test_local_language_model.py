@@ -77,3 +77,17 @@ def test_fine_tuning_adds_texts_and_keeps_token_ids(model: NGramModel) -> None:
     (choice,) = Generator(tuned).generate("Gantry ships the", SamplingParams(20, temperature=0))
     assert choice.text.startswith(" zorblax widget")
     assert len(tuned.counts) > len(model.counts)
+
+
+def test_reported_logprob_is_the_models_log_probability(model: NGramModel) -> None:
+    prompt = "The weather today is"
+    (choice,) = Generator(model).generate(
+        prompt, SamplingParams(max_tokens=1, seed=4, logprobs=True, top_logprobs=3)
+    )
+    assert choice.logprobs is not None
+    (entry,) = choice.logprobs
+    u, v = model.context(prompt)
+    expected = model.log_probs(u, v, model.passage(prompt))
+    assert entry.logprob == pytest.approx(expected[model.vocabulary.id_of(entry.token)])
+    best = sorted(expected, reverse=True)[:3]
+    assert [alt.logprob for alt in entry.top_logprobs] == pytest.approx(best)

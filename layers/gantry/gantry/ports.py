@@ -99,6 +99,11 @@ class ModerationResult:
 class ModelProvider(Protocol):
     """A backend that runs models. Every call returns content plus exact usage."""
 
+    def is_instant(self, model: ModelSpec) -> bool:
+        """True when calls answer in microseconds and can run on the event loop itself
+        rather than on a worker thread (an echo model, a cache)."""
+        ...
+
     def count_chat_tokens(self, model: ModelSpec, messages: Sequence[Message]) -> int:
         """Prompt tokens the chat call will be billed for (exact where the tokenizer is known)."""
         ...

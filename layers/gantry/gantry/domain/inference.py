@@ -93,6 +93,11 @@ class InferenceService:
             )
         return provider
 
+    def is_instant(self, model_id: str) -> bool:
+        spec = self.registry.find(model_id)
+        provider = self._providers.get(spec.provider) if spec else None
+        return spec is not None and provider is not None and provider.is_instant(spec)
+
     # --- generation ---------------------------------------------------------------------
 
     def chat(

@@ -61,7 +61,8 @@ class Scope:
         return principal
 
 
-def runtime() -> Runtime:
+async def runtime() -> Runtime:
+    # async on purpose: FastAPI runs plain-def dependencies on a worker thread.
     return get_runtime()
 
 

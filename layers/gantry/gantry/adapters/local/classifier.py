@@ -29,6 +29,7 @@ LEXICAL = 0.5
 TEMPERATURE = 0.1
 HINT_WEIGHT = 1.0
 EXAMPLE_WEIGHT = 1.0
+MAX_CACHED_LABELS = 4096
 
 HINTS: Mapping[str, str] = {
     "positive": "good great excellent wonderful love amazing happy pleased delighted fantastic "
@@ -104,6 +105,8 @@ class ZeroShotClassifier:
         found = self._prototypes.get(label)
         if found is None:
             found = self._build_prototype(label)
+            if len(self._prototypes) >= MAX_CACHED_LABELS:
+                self._prototypes.clear()
             self._prototypes[label] = found
         return found
 

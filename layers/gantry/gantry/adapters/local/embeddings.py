@@ -13,7 +13,7 @@ word's vector adds three unit-length parts:
   unseen words and variants ("serverless", "servers") still land near each other.
 
 Every hash is `zlib.crc32` or `hashlib.blake2b`, so vectors are the same on every machine
-and in every process. Word vectors are computed on first use and cached.
+and in every process. Vectors of corpus words are computed on first use and cached.
 
 `embed(text, dimensions)` keeps the first `dimensions` components and normalises again, like
 OpenAI's text-embedding-3 models.
@@ -83,7 +83,8 @@ class EmbeddingModel:
             _add(found, _unit(self._meaning(s)), MEANING)
             _add(found, _unit(_index(s)), IDENTITY)
             _add(found, _spelling(word), SPELLING)
-            self._cache[word] = found
+            if s in self._pairs:  # only corpus words, so the cache stays bounded
+                self._cache[word] = found
         return found
 
     def _meaning(self, word_stem: str) -> Vector:

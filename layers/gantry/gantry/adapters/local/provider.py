@@ -58,6 +58,9 @@ class LocalProvider:
             self._language_models[provider_model_id] = model
             self._generators.pop(provider_model_id, None)
 
+    def is_instant(self, model: ModelSpec) -> bool:
+        return model.provider_model_id == ECHO
+
     # --- tokens ---------------------------------------------------------------------------
 
     def count_chat_tokens(self, model: ModelSpec, messages: Sequence[Message]) -> int:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import struct
 import time
+from collections.abc import Callable
 from datetime import date
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
@@ -41,6 +42,10 @@ from gantry.http.schemas.tasks import (
     ModerationTextPart,
 )
 from gantry.ports import Generation, Message, TokenLogprob
+from gantry.runtime import Runtime
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 router = APIRouter(prefix="/v1", tags=["inference"], route_class=JSONBodyRoute)
 
@@ -55,6 +60,15 @@ _ALWAYS_UNSUPPORTED = {  # chat parameter -> capability a model needs to honour 
     "web_search_options": "web_search",
 }
 _TOOL_PARAMS = ("tools", "tool_choice", "parallel_tool_calls", "functions", "function_call")
+
+
+async def _run(
+    rt: Runtime, model_id: str, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """Run a provider call on a worker thread, or inline when the model answers instantly."""
+    if rt.inference.is_instant(model_id):
+        return call(*args, **kwargs)
+    return await run_in_threadpool(call, *args, **kwargs)
 
 
 # --- chat ----------------------------------------------------------------------------------
@@ -80,7 +94,7 @@ async def create_chat_completion(
         top_logprobs=body.top_logprobs or 0,
         features=features,
     )
-    outcome = await run_in_threadpool(rt.inference.chat, body.model, messages, sampling)
+    outcome = await _run(rt, body.model, rt.inference.chat, body.model, messages, sampling)
     choices = [
         {
             "index": index,
@@ -287,7 +301,7 @@ async def create_completion(
         features=features,
         n=best_of,
     )
-    outcomes = await run_in_threadpool(rt.inference.complete, body.model, prompts, sampling)
+    outcomes = await _run(rt, body.model, rt.inference.complete, body.model, prompts, sampling)
     choices: list[dict[str, Any]] = []
     for prompt, outcome in zip(prompts, outcomes, strict=True):
         picked = _best(outcome.result.choices, n) if ranked else list(outcome.result.choices)
