@@ -31,12 +31,12 @@ test: lint typecheck
 bench: install
 	$(BIN)/python -m bench.run
 
-node_modules/.installed: package.json
-	npm install --no-audit --no-fund --silent
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
 	touch node_modules/.installed
 
 synth: install node_modules/.installed
-	npx cdk synth --quiet
+	JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=18,20 npx cdk synth --quiet
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .pytest_cache .mypy_cache .ruff_cache
