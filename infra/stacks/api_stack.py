@@ -28,6 +28,7 @@ MODELS_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/v1/models/{id}"),
     ("GET", "/health"),
     ("GET", "/docs"),
+    ("GET", "/docs/errors"),
     ("GET", "/openapi.json"),
 )
 

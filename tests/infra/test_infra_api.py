@@ -24,6 +24,7 @@ EXPECTED_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/v1/models/{id}"): MODELS,
     ("GET", "/health"): MODELS,
     ("GET", "/docs"): MODELS,
+    ("GET", "/docs/errors"): MODELS,
     ("GET", "/openapi.json"): MODELS,
 }
 ENVELOPE_FIELDS = {
@@ -272,3 +273,18 @@ def test_api_url_outputs(stacks: GantryApp) -> None:
     outputs = stacks.api_template.find_outputs("*")
     assert {"ApiUrl", "OpenAIBaseUrl"} <= set(outputs)
     assert "execute-api" in json.dumps(outputs["ApiUrl"]["Value"])
+
+
+def test_the_api_routes_exactly_the_app_routes() -> None:
+    """API Gateway and the FastAPI app agree on every (method, path), so no route is
+    unreachable in AWS and none reaches a function that cannot serve it."""
+    import re
+
+    from gantry.http.app import api_routes
+
+    served = set()
+    for route in api_routes():
+        for method in route.methods:
+            served.add((method, re.sub(r"\{[^}]+\}", "{id}", route.path)))
+    served |= {("GET", "/docs"), ("GET", "/openapi.json")}
+    assert served == set(EXPECTED_ROUTES)

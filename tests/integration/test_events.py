@@ -35,6 +35,8 @@ EXPECTED = {
     "models/list_models_bad_key.json": 401,
     "models/health.json": 200,
     "models/openapi.json": 200,
+    "models/docs.json": 200,
+    "models/error_codes.json": 200,
 }
 
 
@@ -58,3 +60,11 @@ def test_event(runtime: Runtime, name: str, status: int) -> None:
         error = json.loads(response["body"])["error"]
         assert error["request_id"] == headers["x-request-id"]
         assert error["code"]
+
+
+def test_docs_behind_a_stage_load_the_spec_from_the_stage(runtime: Runtime) -> None:
+    prepare_environment()
+    handler = load_handler("models", str(EVENTS.parent / "functions"))
+    event = json.loads((EVENTS / "models/docs.json").read_text())
+    response = handler(event, LocalContext(function_name="gantry-models"))
+    assert "/prod/openapi.json" in response["body"]

@@ -26,6 +26,12 @@ An OpenAI-compatible AI API. Point any OpenAI SDK at `<this host>/v1` and use a 
 """
 
 
+def api_routes(families: Iterable[str] | None = None) -> list[APIRoute]:
+    """The routes of these families (all by default), with their full paths."""
+    chosen = list(families) if families is not None else list(FAMILIES)
+    return [r for f in chosen for r in FAMILIES[f].routes if isinstance(r, APIRoute)]
+
+
 def _operation_id(route: APIRoute) -> str:
     return route.name
 

@@ -7,10 +7,28 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from mangum import Mangum
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gantry.http.app import create_app
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+class StagePrefix:
+    """Sets the ASGI root_path to the API Gateway stage prefix (e.g. `/prod`) that the
+    client saw but the proxy event's `path` omits, so /docs loads /prod/openapi.json."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        event = scope.get("aws.event") or {}
+        seen = (event.get("requestContext") or {}).get("path") or ""
+        path = event.get("path") or ""
+        if seen and path and seen != path and seen.endswith(path):
+            scope = {**scope, "root_path": seen[: -len(path)]}
+        await self.app(scope, receive, send)
+
 
 _lock = threading.Lock()
 _handlers: dict[tuple[str, ...], LambdaHandler] = {}
@@ -25,7 +43,7 @@ def asgi_handler(families: Iterable[str] | None = None) -> LambdaHandler:
             found = _handlers.get(key)
             if found is None:
                 app = create_app(families if families is not None else None)
-                found = Mangum(app, lifespan="off", api_gateway_base_path="/")
+                found = Mangum(StagePrefix(app), lifespan="off", api_gateway_base_path="/")
                 _handlers[key] = found
     return found
 
