@@ -125,3 +125,31 @@ def test_health_and_docs_need_no_key(app_client: TestClient) -> None:
     assert app_client.get("/openapi.json").status_code == 200
     assert "swagger" in app_client.get("/docs").text.lower()
     assert "invalid_api_key" in app_client.get("/docs/errors").text
+
+
+def test_key_store_outage_is_503_not_500(
+    app_client: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    def down(**_: object) -> None:
+        raise EndpointConnectionError(endpoint_url="http://dynamodb")
+
+    dynamodb = aws_client("dynamodb", runtime.settings)
+    monkeypatch.setattr(dynamodb, "get_item", down)
+    key = "gnt_neverseen01_AAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    response = app_client.get(MODELS, headers={"Authorization": f"Bearer {key}"})
+    error = assert_error(response, 503, "service_unavailable", None, kind="server_error")
+    assert error["details"] == {"subsystem": "database"}
+    assert error["retryable"] is True
+    assert response.headers["retry-after"] == "1"
+
+
+def test_organizations_round_trip(runtime: Runtime) -> None:
+    from gantry.domain.orgs import Limits, Organization
+
+    org = Organization("org-rt", name="Round Trip", tier="free", limits=Limits(tokens_per_day=9))
+    runtime.key_store.put_org(org)
+    assert runtime.key_store.get_org("org-rt") == org
+    assert org.effective_limits().tokens_per_day == 9
+    assert org.effective_limits().requests_per_minute == 60

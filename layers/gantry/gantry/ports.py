@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gantry.domain.keys import KeyRecord
+from gantry.domain.orgs import Organization
 from gantry.domain.registry import ModelSpec
 
 # --- model provider -------------------------------------------------------------------
@@ -136,6 +137,10 @@ class KeyStore(Protocol):
     def get_key(self, key_id: str) -> KeyRecord | None: ...
 
     def put_key(self, record: KeyRecord) -> None: ...
+
+    def get_org(self, org_id: str) -> Organization | None: ...
+
+    def put_org(self, org: Organization) -> None: ...
 
 
 class Clock(Protocol):

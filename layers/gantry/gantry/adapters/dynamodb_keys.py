@@ -1,10 +1,15 @@
-"""API keys in DynamoDB (`keys` table): item `pk=KEY#<key_id>`, `sk=META`."""
+"""API keys and organizations in DynamoDB (`keys` table): keys are `pk=KEY#<key_id>`,
+organizations `pk=ORG#<org_id>`, both with `sk=META`."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+from gantry.domain.errors import ServiceUnavailable
 from gantry.domain.keys import KeyRecord
+from gantry.domain.orgs import Limits, Organization
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -34,9 +39,28 @@ def to_item(record: KeyRecord) -> dict[str, Any]:
         value = getattr(record, name)
         if value is not None:
             item[name] = {"N": repr(value)}
+    for name in ("rotated_from", "rotated_to"):
+        value = getattr(record, name)
+        if value is not None:
+            item[name] = {"S": value}
     if record.metadata:
         item["metadata"] = {"M": {k: {"S": v} for k, v in record.metadata.items()}}
+    if record.limits is not None:
+        item["limits"] = limits_to_attr(record.limits)
     return item
+
+
+def limits_to_attr(limits: Limits) -> dict[str, Any]:
+    return {"M": {k: {"N": repr(v)} for k, v in limits.as_dict().items() if v is not None}}
+
+
+def limits_from_attr(attr: dict[str, Any] | None) -> Limits | None:
+    if attr is None:
+        return None
+    raw = {k: v["N"] for k, v in attr["M"].items()}
+    return Limits.from_dict(
+        {k: float(v) if k == "monthly_budget_usd" else int(v) for k, v in raw.items()}
+    )
 
 
 def from_item(item: dict[str, Any]) -> KeyRecord:
@@ -52,6 +76,34 @@ def from_item(item: dict[str, Any]) -> KeyRecord:
         revoked_at=_num(item, "revoked_at"),
         last_used_at=_num(item, "last_used_at"),
         metadata={k: v["S"] for k, v in item.get("metadata", {}).get("M", {}).items()},
+        limits=limits_from_attr(item.get("limits")),
+        rotated_from=item.get("rotated_from", {}).get("S"),
+        rotated_to=item.get("rotated_to", {}).get("S"),
+    )
+
+
+def _org_key(org_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"ORG#{org_id}"}, "sk": {"S": "META"}}
+
+
+def org_to_item(org: Organization) -> dict[str, Any]:
+    return {
+        **_org_key(org.org_id),
+        "org_id": {"S": org.org_id},
+        "name": {"S": org.name},
+        "tier": {"S": org.tier},
+        "limits": limits_to_attr(org.limits),
+        "created_at": {"N": repr(org.created_at)},
+    }
+
+
+def org_from_item(item: dict[str, Any]) -> Organization:
+    return Organization(
+        org_id=item["org_id"]["S"],
+        name=item.get("name", {}).get("S", ""),
+        tier=item.get("tier", {}).get("S", "standard"),
+        limits=limits_from_attr(item.get("limits")) or Limits(),
+        created_at=_num(item, "created_at") or 0.0,
     )
 
 
@@ -60,12 +112,27 @@ class DynamoKeyStore:
         self._client = client
         self._table = table_name
 
+    def _get(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            response = self._client.get_item(TableName=self._table, Key=key, ConsistentRead=True)
+        except (BotoCoreError, ClientError) as exc:
+            raise ServiceUnavailable(
+                "The key store is unavailable; retry shortly.",
+                details={"subsystem": "database"},
+                retry_after=1,
+            ) from exc
+        return response.get("Item")
+
     def get_key(self, key_id: str) -> KeyRecord | None:
-        response = self._client.get_item(
-            TableName=self._table, Key=_key(key_id), ConsistentRead=True
-        )
-        item = response.get("Item")
+        item = self._get(_key(key_id))
         return from_item(item) if item else None
 
     def put_key(self, record: KeyRecord) -> None:
         self._client.put_item(TableName=self._table, Item=to_item(record))
+
+    def get_org(self, org_id: str) -> Organization | None:
+        item = self._get(_org_key(org_id))
+        return org_from_item(item) if item else None
+
+    def put_org(self, org: Organization) -> None:
+        self._client.put_item(TableName=self._table, Item=org_to_item(org))

@@ -9,6 +9,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from gantry.domain.errors import InvalidRequest
+from gantry.domain.orgs import Limits
 
 SCOPES = frozenset(
     {
@@ -101,6 +102,9 @@ class KeyRecord:
     revoked_at: float | None = None
     last_used_at: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    limits: Limits | None = None  # narrows the organization's limits, never widens them
+    rotated_from: str | None = None
+    rotated_to: str | None = None
 
 
 @dataclass(frozen=True)

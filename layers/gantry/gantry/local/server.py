@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 
 import uvicorn
@@ -12,8 +13,15 @@ import uvicorn
 from gantry.adapters.aws import client, reset_clients
 from gantry.config import get_settings
 from gantry.domain.keys import new_api_key
+from gantry.domain.orgs import Organization
 from gantry.http.app import create_app
-from gantry.local.moto_env import LocalAws, create_tables, key_record, start_moto_server
+from gantry.local.moto_env import (
+    LOCAL_ORG,
+    LocalAws,
+    create_tables,
+    key_record,
+    start_moto_server,
+)
 from gantry.runtime import Runtime, set_runtime
 
 
@@ -35,6 +43,9 @@ def bootstrap(admin_key: str | None = None) -> LocalStack:
     set_runtime(runtime)
     create_tables(client("dynamodb", runtime.settings), runtime.settings)
     key = admin_key or new_api_key()[0]
+    runtime.key_store.put_org(
+        Organization(LOCAL_ORG, name="Local development", tier="enterprise", created_at=time.time())
+    )
     runtime.key_store.put_key(key_record(key, runtime.pepper()))
     for provider in runtime.providers.values():
         warm = getattr(provider, "warm", None)
