@@ -123,6 +123,19 @@ def api(app_client: TestClient, admin_key: str) -> TestClient:
 ErrorCheck = Callable[..., dict[str, object]]
 
 
+_KIND_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    500: "server_error",
+    503: "server_error",
+}
+
+
 def assert_error(
     response: object, status: int, code: str, param: str | None = None, kind: str | None = None
 ) -> dict[str, object]:
@@ -142,8 +155,9 @@ def assert_error(
     }
     assert error["code"] == code, error
     assert error["param"] == param, error
-    if kind is not None:
-        assert error["type"] == kind, error
+    expected_kind = kind or _KIND_BY_STATUS.get(status)
+    if expected_kind is not None:
+        assert error["type"] == expected_kind, error
     assert error["message"]
     assert error["request_id"] == response.headers["x-request-id"]  # type: ignore[attr-defined]
     return error  # type: ignore[no-any-return]

@@ -15,6 +15,7 @@ from gantry.adapters.local.provider import LocalProvider
 from gantry.config import Settings, get_settings
 from gantry.domain.auth import Authenticator
 from gantry.domain.inference import InferenceService
+from gantry.domain.metering import Meter, Unmetered
 from gantry.domain.registry import Registry
 from gantry.ports import Clock, KeyStore, ModelProvider
 
@@ -53,6 +54,10 @@ class Runtime:
     @cached_property
     def inference(self) -> InferenceService:
         return InferenceService(self.registry, self.providers)
+
+    @cached_property
+    def meter(self) -> Meter:
+        return Unmetered()
 
     def pepper(self) -> bytes:
         if self._pepper is None:

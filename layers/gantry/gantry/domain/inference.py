@@ -3,10 +3,12 @@ prompt fits, and what the call costs. Providers do the work; this decides what i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from gantry.domain.errors import ContextLengthExceeded, InvalidRequest
+from gantry.domain.metering import Estimate
 from gantry.domain.registry import ModelSpec, Registry
 from gantry.ports import (
     ClassificationResult,
@@ -60,6 +62,13 @@ class GenerationOutcome(Outcome):
 
 
 @dataclass(frozen=True)
+class CompletionOutcome(Outcome):
+    """One generation result per prompt of a legacy completions request."""
+
+    results: tuple[GenerationResult, ...]
+
+
+@dataclass(frozen=True)
 class EmbeddingOutcome(Outcome):
     result: EmbeddingResult
 
@@ -74,10 +83,31 @@ class ModerationOutcome(Outcome):
     result: ModerationResult
 
 
+OutcomeT = TypeVar("OutcomeT", bound=Outcome)
+
+
+@dataclass(frozen=True)
+class Plan(Generic[OutcomeT]):
+    """A validated request, ready to run: what it may cost, and the call that runs it."""
+
+    spec: ModelSpec
+    endpoint: str
+    estimate: Estimate
+    instant: bool
+    run: Callable[[], OutcomeT]
+
+
 MAX_EMBEDDING_INPUTS = 2048
 
 
 class InferenceService:
+    """Validates requests against the model that serves them and plans the provider call.
+
+    Planning does everything that can refuse a request (model, parameters, context window)
+    without calling the model, so the caller can admit the estimate against its limits
+    before `plan.run()` spends anything.
+    """
+
     def __init__(self, registry: Registry, providers: Mapping[str, ModelProvider]) -> None:
         self.registry = registry
         self._providers = providers
@@ -93,37 +123,52 @@ class InferenceService:
             )
         return provider
 
-    def is_instant(self, model_id: str) -> bool:
-        spec = self.registry.find(model_id)
-        provider = self._providers.get(spec.provider) if spec else None
-        return spec is not None and provider is not None and provider.is_instant(spec)
+    def _estimate(self, spec: ModelSpec, prompt_tokens: int, completion_tokens: int) -> Estimate:
+        return Estimate(
+            tokens=prompt_tokens + completion_tokens,
+            cost_usd=spec.cost_usd(prompt_tokens, completion_tokens),
+        )
 
     # --- generation ---------------------------------------------------------------------
 
-    def chat(
+    def plan_chat(
         self, model_id: str, messages: Sequence[Message], sampling: Sampling
-    ) -> GenerationOutcome:
+    ) -> Plan[GenerationOutcome]:
         spec = self.registry.for_capability(model_id, "chat")
         provider = self.provider(spec)
         prompt_tokens = provider.count_chat_tokens(spec, messages)
         params = self._params(spec, sampling, prompt_tokens)
-        result = provider.chat(spec, messages, params)
-        return GenerationOutcome(spec, result.prompt_tokens, result.completion_tokens, result)
 
-    def complete(
+        def run() -> GenerationOutcome:
+            result = provider.chat(spec, messages, params)
+            return GenerationOutcome(spec, result.prompt_tokens, result.completion_tokens, result)
+
+        estimate = self._estimate(spec, prompt_tokens, params.max_tokens * params.n)
+        return Plan(spec, "chat.completions", estimate, provider.is_instant(spec), run)
+
+    def plan_completion(
         self, model_id: str, prompts: Sequence[str], sampling: Sampling
-    ) -> list[GenerationOutcome]:
+    ) -> Plan[CompletionOutcome]:
         spec = self.registry.for_capability(model_id, "completions")
         provider = self.provider(spec)
         counted = [provider.count_tokens(spec, prompt) for prompt in prompts]
         plans = [self._params(spec, sampling, tokens) for tokens in counted]
-        outcomes = []
-        for prompt, params in zip(prompts, plans, strict=True):
-            result = provider.complete(spec, prompt, params)
-            outcomes.append(
-                GenerationOutcome(spec, result.prompt_tokens, result.completion_tokens, result)
+
+        def run() -> CompletionOutcome:
+            results = tuple(
+                provider.complete(spec, prompt, params)
+                for prompt, params in zip(prompts, plans, strict=True)
             )
-        return outcomes
+            return CompletionOutcome(
+                spec,
+                sum(r.prompt_tokens for r in results),
+                sum(r.completion_tokens for r in results),
+                results,
+            )
+
+        reserved = sum(p.max_tokens * p.n for p in plans)
+        estimate = self._estimate(spec, sum(counted), reserved)
+        return Plan(spec, "completions", estimate, provider.is_instant(spec), run)
 
     def _params(self, spec: ModelSpec, sampling: Sampling, prompt_tokens: int) -> SamplingParams:
         for param, capability in sampling.features.items():
@@ -174,9 +219,9 @@ class InferenceService:
 
     # --- other tasks --------------------------------------------------------------------
 
-    def embed(
+    def plan_embedding(
         self, model_id: str, inputs: Sequence[str], dimensions: int | None
-    ) -> EmbeddingOutcome:
+    ) -> Plan[EmbeddingOutcome]:
         spec = self.registry.for_capability(model_id, "embeddings")
         provider = self.provider(spec)
         full = spec.embedding_dimensions
@@ -186,24 +231,42 @@ class InferenceService:
                 code="invalid_value",
                 param="dimensions",
             )
+        total = 0
         for index, text in enumerate(inputs):
             tokens = provider.count_tokens(spec, text)
             if tokens > spec.context_window:
                 raise context_exceeded(spec, tokens, 0, f"input[{index}]")
-        result = provider.embed(spec, inputs, dimensions)
-        return EmbeddingOutcome(spec, result.prompt_tokens, 0, result)
+            total += tokens
 
-    def classify(
+        def run() -> EmbeddingOutcome:
+            result = provider.embed(spec, inputs, dimensions)
+            return EmbeddingOutcome(spec, result.prompt_tokens, 0, result)
+
+        return Plan(spec, "embeddings", self._estimate(spec, total, 0), False, run)
+
+    def plan_classification(
         self, model_id: str, inputs: Sequence[str], labels: Sequence[str]
-    ) -> ClassificationOutcome:
+    ) -> Plan[ClassificationOutcome]:
         spec = self.registry.for_capability(model_id, "classifications")
-        result = self.provider(spec).classify(spec, inputs, labels)
-        return ClassificationOutcome(spec, result.prompt_tokens, 0, result)
+        provider = self.provider(spec)
+        total = sum(provider.count_tokens(spec, t) for t in [*inputs, *labels])
 
-    def moderate(self, model_id: str, inputs: Sequence[str]) -> ModerationOutcome:
+        def run() -> ClassificationOutcome:
+            result = provider.classify(spec, inputs, labels)
+            return ClassificationOutcome(spec, result.prompt_tokens, 0, result)
+
+        return Plan(spec, "classifications", self._estimate(spec, total, 0), False, run)
+
+    def plan_moderation(self, model_id: str, inputs: Sequence[str]) -> Plan[ModerationOutcome]:
         spec = self.registry.for_capability(model_id, "moderations")
-        result = self.provider(spec).moderate(spec, inputs)
-        return ModerationOutcome(spec, result.prompt_tokens, 0, result)
+        provider = self.provider(spec)
+        total = sum(provider.count_tokens(spec, t) for t in inputs)
+
+        def run() -> ModerationOutcome:
+            result = provider.moderate(spec, inputs)
+            return ModerationOutcome(spec, result.prompt_tokens, 0, result)
+
+        return Plan(spec, "moderations", self._estimate(spec, total, 0), False, run)
 
 
 def context_exceeded(

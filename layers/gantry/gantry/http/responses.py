@@ -12,6 +12,7 @@ from typing import Any
 from starlette.responses import Response
 
 from gantry.domain.inference import Outcome
+from gantry.domain.metering import Admission
 from gantry.domain.registry import ModelSpec
 
 
@@ -55,10 +56,10 @@ def model_headers(spec: ModelSpec) -> dict[str, str]:
     return headers
 
 
-def inference_headers(outcome: Outcome, cost_usd: float | None = None) -> dict[str, str]:
+def inference_headers(outcome: Outcome, admission: Admission) -> dict[str, str]:
     headers = model_headers(outcome.spec)
-    cost = outcome.cost_usd if cost_usd is None else cost_usd
-    headers["x-cost-usd"] = f"{cost:.10f}".rstrip("0").rstrip(".") or "0"
+    headers["x-cost-usd"] = f"{outcome.cost_usd:.10f}".rstrip("0").rstrip(".") or "0"
+    headers.update(admission.headers)
     return headers
 
 

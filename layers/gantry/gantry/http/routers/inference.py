@@ -5,18 +5,17 @@ from __future__ import annotations
 import base64
 import struct
 import time
-from collections.abc import Callable
 from datetime import date
 from typing import Any, ParamSpec, TypeVar
 
-from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gantry.domain.errors import InvalidRequest
-from gantry.domain.inference import MAX_EMBEDDING_INPUTS, GenerationOutcome, Sampling
+from gantry.domain.inference import MAX_EMBEDDING_INPUTS, Outcome, Sampling
 from gantry.http.body import JSONBodyRoute
 from gantry.http.deps import CompletionsKey, CurrentRuntime
+from gantry.http.metering import metered
 from gantry.http.responses import (
     deprecation_headers,
     inference_headers,
@@ -42,7 +41,6 @@ from gantry.http.schemas.tasks import (
     ModerationTextPart,
 )
 from gantry.ports import Generation, Message, TokenLogprob
-from gantry.runtime import Runtime
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -62,15 +60,6 @@ _ALWAYS_UNSUPPORTED = {  # chat parameter -> capability a model needs to honour 
 _TOOL_PARAMS = ("tools", "tool_choice", "parallel_tool_calls", "functions", "function_call")
 
 
-async def _run(
-    rt: Runtime, model_id: str, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs
-) -> T:
-    """Run a provider call on a worker thread, or inline when the model answers instantly."""
-    if rt.inference.is_instant(model_id):
-        return call(*args, **kwargs)
-    return await run_in_threadpool(call, *args, **kwargs)
-
-
 # --- chat ----------------------------------------------------------------------------------
 
 
@@ -81,7 +70,7 @@ async def _run(
     summary="Create a chat completion",
 )
 async def create_chat_completion(
-    body: ChatCompletionRequest, principal: CompletionsKey, rt: CurrentRuntime
+    body: ChatCompletionRequest, principal: CompletionsKey, rt: CurrentRuntime, request: Request
 ) -> Response:
     messages, features = _messages(body.messages)
     features.update(_chat_features(body))
@@ -94,7 +83,8 @@ async def create_chat_completion(
         top_logprobs=body.top_logprobs or 0,
         features=features,
     )
-    outcome = await _run(rt, body.model, rt.inference.chat, body.model, messages, sampling)
+    plan = rt.inference.plan_chat(body.model, messages, sampling)
+    outcome, admission = await metered(rt, request, principal, plan)
     choices = [
         {
             "index": index,
@@ -114,7 +104,7 @@ async def create_chat_completion(
         "choices": choices,
         "usage": usage(outcome.prompt_tokens, outcome.completion_tokens),
     }
-    return json_response(payload, headers=inference_headers(outcome))
+    return json_response(payload, headers=inference_headers(outcome, admission))
 
 
 def _messages(raw: list[ChatMessage]) -> tuple[list[Message], dict[str, str]]:
@@ -236,7 +226,7 @@ def _sampling(
     )
 
 
-def _fingerprint(outcome: GenerationOutcome) -> str:
+def _fingerprint(outcome: Outcome) -> str:
     return "fp_" + outcome.spec.version.replace("-", "")
 
 
@@ -274,7 +264,7 @@ def _chat_logprobs(choice: Generation) -> dict[str, Any]:
     description="Legacy text completions. Use POST /v1/chat/completions instead.",
 )
 async def create_completion(
-    body: CompletionRequest, principal: CompletionsKey, rt: CurrentRuntime
+    body: CompletionRequest, principal: CompletionsKey, rt: CurrentRuntime, request: Request
 ) -> Response:
     prompts, features = _prompts(body)
     if body.suffix is not None:
@@ -301,10 +291,11 @@ async def create_completion(
         features=features,
         n=best_of,
     )
-    outcomes = await _run(rt, body.model, rt.inference.complete, body.model, prompts, sampling)
+    plan = rt.inference.plan_completion(body.model, prompts, sampling)
+    outcome, admission = await metered(rt, request, principal, plan)
     choices: list[dict[str, Any]] = []
-    for prompt, outcome in zip(prompts, outcomes, strict=True):
-        picked = _best(outcome.result.choices, n) if ranked else list(outcome.result.choices)
+    for prompt, result in zip(prompts, outcome.results, strict=True):
+        picked = _best(result.choices, n) if ranked else list(result.choices)
         for choice in picked:
             text = prompt + choice.text if body.echo else choice.text
             choices.append(
@@ -315,20 +306,16 @@ async def create_completion(
                     "finish_reason": choice.finish_reason,
                 }
             )
-    prompt_tokens = sum(o.prompt_tokens for o in outcomes)
-    completion_tokens = sum(o.completion_tokens for o in outcomes)
-    first = outcomes[0]
-    cost = first.spec.cost_usd(prompt_tokens, completion_tokens)
     payload = {
         "id": new_id("cmpl"),
         "object": "text_completion",
         "created": int(time.time()),
-        "model": first.spec.id,
-        "system_fingerprint": _fingerprint(first),
+        "model": outcome.spec.id,
+        "system_fingerprint": _fingerprint(outcome),
         "choices": choices,
-        "usage": usage(prompt_tokens, completion_tokens),
+        "usage": usage(outcome.prompt_tokens, outcome.completion_tokens),
     }
-    headers = inference_headers(first, cost)
+    headers = inference_headers(outcome, admission)
     route = deprecation_headers(
         LEGACY_COMPLETIONS_DEPRECATED, LEGACY_COMPLETIONS_SUNSET, "/v1/chat/completions"
     )
@@ -385,10 +372,11 @@ def _legacy_logprobs(choice: Generation) -> dict[str, Any]:
     summary="Create embeddings",
 )
 async def create_embeddings(
-    body: EmbeddingRequest, principal: CompletionsKey, rt: CurrentRuntime
+    body: EmbeddingRequest, principal: CompletionsKey, rt: CurrentRuntime, request: Request
 ) -> Response:
     inputs = _embedding_inputs(body, rt)
-    outcome = await run_in_threadpool(rt.inference.embed, body.model, inputs, body.dimensions)
+    plan = rt.inference.plan_embedding(body.model, inputs, body.dimensions)
+    outcome, admission = await metered(rt, request, principal, plan)
     data = [
         {
             "object": "embedding",
@@ -403,7 +391,7 @@ async def create_embeddings(
         "model": outcome.spec.id,
         "usage": usage(outcome.prompt_tokens, None),
     }
-    return json_response(payload, headers=inference_headers(outcome))
+    return json_response(payload, headers=inference_headers(outcome, admission))
 
 
 def _embedding_inputs(body: EmbeddingRequest, rt: CurrentRuntime) -> list[str]:
@@ -458,12 +446,13 @@ def _encode(vector: tuple[float, ...], encoding_format: str) -> list[float] | st
     summary="Classify text over caller-given labels",
 )
 async def create_classification(
-    body: ClassificationRequest, principal: CompletionsKey, rt: CurrentRuntime
+    body: ClassificationRequest, principal: CompletionsKey, rt: CurrentRuntime, request: Request
 ) -> Response:
     inputs = [body.input] if isinstance(body.input, str) else list(body.input)
     if len(set(body.labels)) != len(body.labels):
         raise InvalidRequest("'labels' must be distinct.", code="invalid_value", param="labels")
-    outcome = await run_in_threadpool(rt.inference.classify, body.model, inputs, body.labels)
+    plan = rt.inference.plan_classification(body.model, inputs, body.labels)
+    outcome, admission = await metered(rt, request, principal, plan)
     results = []
     for index, scores in enumerate(outcome.result.scores):
         ranked = sorted(scores.items(), key=lambda item: item[1], reverse=True)
@@ -483,7 +472,7 @@ async def create_classification(
         "results": results,
         "usage": usage(outcome.prompt_tokens, None),
     }
-    return json_response(payload, headers=inference_headers(outcome))
+    return json_response(payload, headers=inference_headers(outcome, admission))
 
 
 # --- moderations -------------------------------------------------------------------------
@@ -496,11 +485,12 @@ async def create_classification(
     summary="Classify text against the content policy",
 )
 async def create_moderation(
-    body: ModerationRequest, principal: CompletionsKey, rt: CurrentRuntime
+    body: ModerationRequest, principal: CompletionsKey, rt: CurrentRuntime, request: Request
 ) -> Response:
     model = body.model or rt.settings.default_moderation_model
     inputs = _moderation_inputs(body, model, rt)
-    outcome = await run_in_threadpool(rt.inference.moderate, model, inputs)
+    plan = rt.inference.plan_moderation(model, inputs)
+    outcome, admission = await metered(rt, request, principal, plan)
     results = [
         {
             "flagged": verdict.flagged,
@@ -516,7 +506,7 @@ async def create_moderation(
         "results": results,
         "usage": usage(outcome.prompt_tokens, None),
     }
-    return json_response(payload, headers=inference_headers(outcome))
+    return json_response(payload, headers=inference_headers(outcome, admission))
 
 
 def _moderation_inputs(body: ModerationRequest, model: str, rt: CurrentRuntime) -> list[str]:
