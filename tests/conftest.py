@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+
+# jsii prints a multi-line banner on Node versions it no longer supports; it changes nothing.
+# Set before anything imports aws_cdk (which starts the jsii runtime).
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "18,20")
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 

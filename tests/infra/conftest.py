@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from aws_cdk.assertions import Template
 
 from infra.app import build_app
 from tests.infra.support import SKIP_BUNDLING, GantryApp
-
-# jsii prints a multi-line banner on Node versions it no longer supports; it changes nothing.
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "18,20")
 
 
 @pytest.fixture(scope="session")
