@@ -32,6 +32,15 @@ PIP_IMPLEMENTATION: Final = "cp"
 FUNCTION_MEMORY_MB: Final = 1024
 # API Gateway's integration timeout is 29 s: a buffered function must answer before it.
 BUFFERED_TIMEOUT_SECONDS: Final = 29
+# Streamed generations may run long: the function and the integration allow 15 minutes.
+STREAMING_TIMEOUT_SECONDS: Final = 900
+# AWS Lambda Web Adapter: relays each chunk the app writes as Lambda response streaming.
+# The layer is published per region and architecture; override with the context key below.
+WEB_ADAPTER_LAYER_CONTEXT: Final = "gantry:webAdapterLayerArn"
+WEB_ADAPTER_LAYER_ARN: Final = (
+    "arn:aws:lambda:${AWS::Region}:753240598075:layer:LambdaAdapterLayerArm64:26"
+)
+WEB_ADAPTER_PORT: Final = "8080"
 FUNCTION_LOG_RETENTION: Final = logs.RetentionDays.ONE_MONTH
 POWERTOOLS_SERVICE_NAME: Final = "gantry"
 POWERTOOLS_METRICS_NAMESPACE: Final = "Gantry"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -18,6 +19,7 @@ from infra.constants import (
     API_STAGE_NAME,
     API_THROTTLE_BURST_LIMIT,
     API_THROTTLE_RATE_LIMIT,
+    STREAMING_TIMEOUT_SECONDS,
 )
 from infra.nag import acknowledge
 
@@ -176,12 +178,21 @@ class GantryApi(Construct):
     def url(self) -> str:
         return self.rest_api.url
 
-    def add_route(self, method: str, path: str, function: lambda_.IFunction) -> apigw.Method:
-        """Proxy `method path` to `function` (Lambda proxy integration)."""
+    def add_route(
+        self, method: str, path: str, function: lambda_.IFunction, *, streaming: bool = False
+    ) -> apigw.Method:
+        """Proxy `method path` to `function` (Lambda proxy integration); a streaming route
+        relays the response as the function writes it, for up to 15 minutes."""
         resource = self.rest_api.root.resource_for_path(path)
+        options: dict[str, Any] = {}
+        if streaming:
+            options = {
+                "response_transfer_mode": apigw.ResponseTransferMode.STREAM,
+                "timeout": Duration.seconds(STREAMING_TIMEOUT_SECONDS),
+            }
         return resource.add_method(
             method,
-            apigw.LambdaIntegration(function, proxy=True, allow_test_invoke=False),
+            apigw.LambdaIntegration(function, proxy=True, allow_test_invoke=False, **options),
             request_validator=self.request_validator,
             request_parameters=path_parameters(path) or None,
         )

@@ -4,25 +4,44 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import CfnOutput, Duration, Fn, Stack
+from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from infra.constants import FUNCTIONS_DIR
+from infra.constants import (
+    FUNCTIONS_DIR,
+    STREAMING_TIMEOUT_SECONDS,
+    WEB_ADAPTER_LAYER_ARN,
+    WEB_ADAPTER_LAYER_CONTEXT,
+    WEB_ADAPTER_PORT,
+)
 from infra.constructs.api import GantryApi
 from infra.constructs.layers import SharedLayers
 from infra.constructs.service_function import ServiceFunction, TableAccess
 from infra.stacks.data_stack import DataStack
 
 RW = TableAccess.READ_WRITE
+READ = TableAccess.READ
 
 # Route table: (method, path) per function. Every other route answers 404 in the envelope.
-INFERENCE_ROUTES: tuple[tuple[str, str], ...] = (
+COMPLETIONS_ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/completions"),
+)
+INFERENCE_ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/v1/embeddings"),
     ("POST", "/v1/classifications"),
     ("POST", "/v1/moderations"),
 )
+KEYS_ROUTES: tuple[tuple[str, str], ...] = (
+    ("GET", "/v1/keys"),
+    ("POST", "/v1/keys"),
+    ("GET", "/v1/keys/{id}"),
+    ("PATCH", "/v1/keys/{id}"),
+    ("DELETE", "/v1/keys/{id}"),
+    ("POST", "/v1/keys/{id}/rotate"),
+)
+USAGE_ROUTES: tuple[tuple[str, str], ...] = (("GET", "/v1/usage"),)
 MODELS_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{id}"),
@@ -51,9 +70,7 @@ class ApiStack(Stack):
             "Inference",
             code_dir=FUNCTIONS_DIR / "inference",
             handler="handler.handler",
-            description=(
-                "Gantry inference: chat, completions, embeddings, classifications, moderations"
-            ),
+            description="Gantry inference: embeddings, classifications, moderations",
             # auth (keys: last_used_at), admission (quotas), settlement (usage), cache, idempotency
             table_access={
                 "keys": RW,
@@ -74,12 +91,62 @@ class ApiStack(Stack):
             table_access={"keys": RW, "quotas": RW, "usage": RW},
             **common,
         )
+        self.keys = ServiceFunction(
+            self,
+            "Keys",
+            code_dir=FUNCTIONS_DIR / "keys",
+            handler="handler.handler",
+            description="Gantry API key management: create, list, update, revoke, rotate",
+            table_access={"keys": RW},
+            **common,
+        )
+        self.usage = ServiceFunction(
+            self,
+            "Usage",
+            code_dir=FUNCTIONS_DIR / "usage",
+            handler="handler.handler",
+            description="Gantry usage: totals, breakdowns, limits and quota warnings",
+            # auth (keys: last_used_at); reads the quota items and the usage counters
+            table_access={"keys": RW, "quotas": READ, "usage": READ},
+            **common,
+        )
+
+        # Mangum buffers, so completions run under uvicorn behind the Lambda Web Adapter,
+        # which streams what the app writes (stream: true) and serves stream: false too.
+        web_adapter = lambda_.LayerVersion.from_layer_version_arn(
+            self,
+            "WebAdapter",
+            self.node.try_get_context(WEB_ADAPTER_LAYER_CONTEXT) or Fn.sub(WEB_ADAPTER_LAYER_ARN),
+        )
+        self.completions = ServiceFunction(
+            self,
+            "Completions",
+            code_dir=FUNCTIONS_DIR / "completions",
+            handler="run.sh",
+            description="Gantry chat and text completions, buffered or streamed (SSE)",
+            timeout=Duration.seconds(STREAMING_TIMEOUT_SECONDS),
+            environment={
+                "AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap",
+                "AWS_LWA_INVOKE_MODE": "response_stream",
+                "AWS_LWA_PORT": WEB_ADAPTER_PORT,
+                "PORT": WEB_ADAPTER_PORT,
+                "AWS_LWA_READINESS_CHECK_PATH": "/health",
+            },
+            table_access={"keys": RW, "quotas": RW, "usage": RW, "cache": RW, "idempotency": RW},
+            **{**common, "layers": [*self.layers.all, web_adapter]},
+        )
 
         self.api = GantryApi(self, "Api")
+        for method, path in COMPLETIONS_ROUTES:
+            self.api.add_route(method, path, self.completions.function, streaming=True)
         for method, path in INFERENCE_ROUTES:
             self.api.add_route(method, path, self.inference.function)
         for method, path in MODELS_ROUTES:
             self.api.add_route(method, path, self.models.function)
+        for method, path in KEYS_ROUTES:
+            self.api.add_route(method, path, self.keys.function)
+        for method, path in USAGE_ROUTES:
+            self.api.add_route(method, path, self.usage.function)
 
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the Gantry API")
         CfnOutput(
@@ -88,5 +155,8 @@ class ApiStack(Stack):
             value=f"{self.api.url}v1",
             description="base_url for OpenAI SDKs and other OpenAI-compatible clients",
         )
+        CfnOutput(self, "CompletionsFunctionName", value=self.completions.function_name)
         CfnOutput(self, "InferenceFunctionName", value=self.inference.function_name)
         CfnOutput(self, "ModelsFunctionName", value=self.models.function_name)
+        CfnOutput(self, "KeysFunctionName", value=self.keys.function_name)
+        CfnOutput(self, "UsageFunctionName", value=self.usage.function_name)

@@ -12,11 +12,15 @@ from aws_cdk import CfnResource
 from gantry.tables import TABLES
 from tests.infra.support import GantryApp
 
+COMPLETIONS = "Completions"
 INFERENCE = "Inference"
+KEYS = "Keys"
 MODELS = "Models"
+USAGE = "Usage"
+BUFFERED = (INFERENCE, KEYS, MODELS, USAGE)
 EXPECTED_ROUTES: dict[tuple[str, str], str] = {
-    ("POST", "/v1/chat/completions"): INFERENCE,
-    ("POST", "/v1/completions"): INFERENCE,
+    ("POST", "/v1/chat/completions"): COMPLETIONS,
+    ("POST", "/v1/completions"): COMPLETIONS,
     ("POST", "/v1/embeddings"): INFERENCE,
     ("POST", "/v1/classifications"): INFERENCE,
     ("POST", "/v1/moderations"): INFERENCE,
@@ -26,6 +30,13 @@ EXPECTED_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/docs"): MODELS,
     ("GET", "/docs/errors"): MODELS,
     ("GET", "/openapi.json"): MODELS,
+    ("GET", "/v1/keys"): KEYS,
+    ("POST", "/v1/keys"): KEYS,
+    ("GET", "/v1/keys/{id}"): KEYS,
+    ("PATCH", "/v1/keys/{id}"): KEYS,
+    ("DELETE", "/v1/keys/{id}"): KEYS,
+    ("POST", "/v1/keys/{id}/rotate"): KEYS,
+    ("GET", "/v1/usage"): USAGE,
 }
 ENVELOPE_FIELDS = {
     "message",
@@ -48,8 +59,11 @@ def _logical_id(stacks: GantryApp, construct: Any) -> str:
 def _function_ids(stacks: GantryApp) -> dict[str, str]:
     """Function family -> logical id of its AWS::Lambda::Function."""
     return {
+        COMPLETIONS: _logical_id(stacks, stacks.api.completions.function),
         INFERENCE: _logical_id(stacks, stacks.api.inference.function),
+        KEYS: _logical_id(stacks, stacks.api.keys.function),
         MODELS: _logical_id(stacks, stacks.api.models.function),
+        USAGE: _logical_id(stacks, stacks.api.usage.function),
     }
 
 
@@ -96,24 +110,25 @@ def test_two_layers_for_python312_arm64(stacks: GantryApp) -> None:
 # Functions
 
 
-@pytest.mark.parametrize("family", [INFERENCE, MODELS])
+@pytest.mark.parametrize("family", sorted(set(EXPECTED_ROUTES.values())))
 def test_function_defaults(stacks: GantryApp, family: str) -> None:
     function_id = _function_ids(stacks)[family]
     props = stacks.api_resources("AWS::Lambda::Function")[function_id]["Properties"]
 
     assert props["Runtime"] == "python3.12"
     assert props["Architectures"] == ["arm64"]
-    assert props["Handler"] == "handler.handler"
     assert props["MemorySize"] == 1024
-    assert props["Timeout"] == 29
     assert props["TracingConfig"] == {"Mode": "Active"}
     assert "LogGroup" in props["LoggingConfig"]
+    if family != COMPLETIONS:
+        assert props["Handler"] == "handler.handler"
+        assert props["Timeout"] == 29
 
     layer_ids = {
         _logical_id(stacks, stacks.api.layers.dependencies),
         _logical_id(stacks, stacks.api.layers.shared_code),
     }
-    assert {layer["Ref"] for layer in props["Layers"]} == layer_ids
+    assert {layer["Ref"] for layer in props["Layers"] if "Ref" in layer} == layer_ids
 
     env = props["Environment"]["Variables"]
     assert env["GANTRY_ENV"] == "aws"
@@ -132,7 +147,7 @@ def test_function_defaults(stacks: GantryApp, family: str) -> None:
 def test_each_function_has_its_own_role(stacks: GantryApp) -> None:
     functions = stacks.api_resources("AWS::Lambda::Function")
     roles = {json.dumps(fn["Properties"]["Role"]) for fn in functions.values()}
-    assert len(roles) == len(functions) == 2
+    assert len(roles) == len(functions) == len(set(EXPECTED_ROUTES.values()))
 
 
 # REST API
@@ -288,3 +303,35 @@ def test_the_api_routes_exactly_the_app_routes() -> None:
             served.add((method, re.sub(r"\{[^}]+\}", "{id}", route.path)))
     served |= {("GET", "/docs"), ("GET", "/openapi.json")}
     assert served == set(EXPECTED_ROUTES)
+
+
+# Streaming
+
+
+def test_completions_stream_through_the_web_adapter(stacks: GantryApp) -> None:
+    function_id = _function_ids(stacks)[COMPLETIONS]
+    props = stacks.api_resources("AWS::Lambda::Function")[function_id]["Properties"]
+    assert props["Handler"] == "run.sh"
+    assert props["Timeout"] == 900
+    env = props["Environment"]["Variables"]
+    assert env["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
+    assert env["AWS_LWA_INVOKE_MODE"] == "response_stream"
+    assert env["AWS_LWA_READINESS_CHECK_PATH"] == "/health"
+    assert env["AWS_LWA_PORT"] == env["PORT"] == "8080"
+    adapter = [layer for layer in props["Layers"] if "Ref" not in layer]
+    assert "LambdaAdapterLayerArm64" in json.dumps(adapter)
+
+
+@pytest.mark.parametrize("route", [r for r, f in EXPECTED_ROUTES.items() if f == COMPLETIONS])
+def test_completion_routes_stream(stacks: GantryApp, route: tuple[str, str]) -> None:
+    integration = _routes(stacks)[route]["Integration"]
+    assert integration["ResponseTransferMode"] == "STREAM"
+    assert integration["TimeoutInMillis"] == 900_000
+    assert "response-streaming-invocations" in json.dumps(integration["Uri"])
+
+
+@pytest.mark.parametrize("route", [r for r, f in EXPECTED_ROUTES.items() if f in BUFFERED])
+def test_other_routes_are_buffered(stacks: GantryApp, route: tuple[str, str]) -> None:
+    integration = _routes(stacks)[route]["Integration"]
+    assert integration.get("ResponseTransferMode", "BUFFERED") == "BUFFERED"
+    assert "response-streaming-invocations" not in json.dumps(integration["Uri"])

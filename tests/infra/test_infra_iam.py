@@ -15,6 +15,7 @@ from tests.infra.support import GantryApp
 EXPECTED_TABLES = {
     "Inference": {"keys", "quotas", "usage", "cache", "idempotency"},
     "Models": {"keys", "quotas", "usage"},
+    "Keys": {"keys"},
 }
 _TABLE_REFERENCE = re.compile(r"Tables([A-Z][a-z]+)Table")
 

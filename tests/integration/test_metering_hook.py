@@ -2,58 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from gantry.domain.errors import RateLimited
-from gantry.domain.keys import Principal
-from gantry.domain.metering import Actual, Admission, Estimate
-from gantry.domain.registry import ModelSpec
 from gantry.runtime import Runtime
 from tests.conftest import assert_error
-
-
-@dataclass
-class RecordingMeter:
-    inline = False
-    refuse: bool = False
-    admitted: list[Admission] = field(default_factory=list)
-    settled: list[tuple[Admission, Actual]] = field(default_factory=list)
-    released: list[Admission] = field(default_factory=list)
-
-    def admit(
-        self,
-        request_id: str,
-        principal: Principal,
-        endpoint: str,
-        model: ModelSpec,
-        estimate: Estimate,
-    ) -> Admission:
-        if self.refuse:
-            raise RateLimited(
-                "Rate limit reached for requests per minute.",
-                details={"dimension": "requests_per_minute"},
-                retry_after=2.2,
-            )
-        admission = Admission(
-            request_id,
-            principal,
-            endpoint,
-            model,
-            estimate,
-            headers={"x-ratelimit-limit-requests": "10"},
-        )
-        self.admitted.append(admission)
-        return admission
-
-    def settle(self, admission: Admission, actual: Actual) -> None:
-        self.settled.append((admission, actual))
-
-    def release(self, admission: Admission) -> None:
-        self.released.append(admission)
+from tests.support import RecordingMeter
 
 
 @pytest.fixture

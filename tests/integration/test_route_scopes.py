@@ -44,6 +44,8 @@ def test_a_key_without_the_scope_gets_403(app_client: TestClient, keys: Keys) ->
         if route.path in PUBLIC_PATHS:
             continue
         (scope,) = declared_scopes(route)
+        if scope == "usage:read":
+            continue  # the one scope this key has (GET /v1/usage)
         path = re.sub(r"\{[^}]+\}", "some-id", route.path)
         for method in route.methods:
             response = app_client.request(method, path, headers=headers, json={})

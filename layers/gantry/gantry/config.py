@@ -40,6 +40,10 @@ class Settings(TableNames):
     max_body_bytes: int = 5 * 1024 * 1024
     registry_path: str | None = None
     default_moderation_model: str = "gantry-moderation"
+    heartbeat_seconds: float = 15.0
+    # "on": limits enforced and usage recorded in DynamoDB; "off": everything admitted.
+    metering: Literal["on", "off"] = "on"
+    worker_threads: int = 256
 
 
 @lru_cache(maxsize=1)

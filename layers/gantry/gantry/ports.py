@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -71,6 +71,27 @@ class GenerationResult:
 
 
 @dataclass(frozen=True)
+class TextDelta:
+    """More text of choice `index`; `tokens` is how many generated tokens it covers."""
+
+    index: int
+    text: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class ChoiceDone:
+    """Choice `index` ended; `completion_tokens` is its exact billed count."""
+
+    index: int
+    finish_reason: str
+    completion_tokens: int
+
+
+StreamEvent = TextDelta | ChoiceDone
+
+
+@dataclass(frozen=True)
 class EmbeddingResult:
     vectors: tuple[tuple[float, ...], ...]
     prompt_tokens: int
@@ -119,6 +140,17 @@ class ModelProvider(Protocol):
         self, model: ModelSpec, prompt: str, params: SamplingParams
     ) -> GenerationResult: ...
 
+    def chat_stream(
+        self, model: ModelSpec, messages: Sequence[Message], params: SamplingParams
+    ) -> Iterator[StreamEvent]:
+        """The same generation as `chat`, as it is produced: choices one after another, each
+        a run of TextDelta then one ChoiceDone. Closing the iterator stops the generation."""
+        ...
+
+    def complete_stream(
+        self, model: ModelSpec, prompt: str, params: SamplingParams
+    ) -> Iterator[StreamEvent]: ...
+
     def embed(
         self, model: ModelSpec, inputs: Sequence[str], dimensions: int | None
     ) -> EmbeddingResult: ...
@@ -138,9 +170,41 @@ class KeyStore(Protocol):
 
     def put_key(self, record: KeyRecord) -> None: ...
 
+    def create_key(self, record: KeyRecord) -> None:
+        """Write a new key; Conflict if its id is taken."""
+        ...
+
+    def list_keys(self, org_id: str, limit: int, after: str | None) -> tuple[list[KeyRecord], bool]:
+        """Up to `limit` of the organization's keys in key id order, starting after the key id
+        `after`, and whether more follow."""
+        ...
+
+    def update_key(self, record: KeyRecord, now: float) -> bool:
+        """Write the key's name, scopes, limits and expires_at. False, writing nothing, if it
+        is revoked, expired at `now`, or its rotated_to is no longer record.rotated_to."""
+        ...
+
+    def revoke_key(self, key_id: str, at: float) -> bool:
+        """Set revoked_at; False if the key is unknown or already revoked."""
+        ...
+
+    def rotate_key(self, new: KeyRecord, old_expires_at: float, now: float) -> bool:
+        """Atomically write `new` and mark the key it was rotated from (new.rotated_from) as
+        rotated to it, expiring at `old_expires_at`. False, writing nothing, if that key is
+        revoked, expired at `now` or already rotated."""
+        ...
+
+    def touch_key(self, key_id: str, at: float, cutoff: float) -> bool:
+        """Set last_used_at to `at` unless it is already `cutoff` or later."""
+        ...
+
     def get_org(self, org_id: str) -> Organization | None: ...
 
     def put_org(self, org: Organization) -> None: ...
+
+    def create_org(self, org: Organization) -> bool:
+        """Write a new organization; False if one with its id exists."""
+        ...
 
 
 class Clock(Protocol):

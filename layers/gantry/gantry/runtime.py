@@ -11,10 +11,14 @@ from pathlib import Path
 from gantry.adapters.aws import client, read_secret
 from gantry.adapters.clock import SystemClock
 from gantry.adapters.dynamodb_keys import DynamoKeyStore
+from gantry.adapters.dynamodb_meter import DynamoMeter
+from gantry.adapters.dynamodb_usage import DynamoUsage
 from gantry.adapters.local.provider import LocalProvider
 from gantry.config import Settings, get_settings
 from gantry.domain.auth import Authenticator
 from gantry.domain.inference import InferenceService
+from gantry.domain.keys import KeyRecord
+from gantry.domain.limits import LimitResolver
 from gantry.domain.metering import Meter, Unmetered
 from gantry.domain.registry import Registry
 from gantry.ports import Clock, KeyStore, ModelProvider
@@ -56,8 +60,32 @@ class Runtime:
         return InferenceService(self.registry, self.providers)
 
     @cached_property
+    def limits(self) -> LimitResolver:
+        return LimitResolver(self.key_store, self._key_record, self.clock)
+
+    def _key_record(self, key_id: str) -> KeyRecord | None:
+        hit, record = self.authenticator.cached(key_id)
+        return record if hit else self.authenticator.load(key_id)
+
+    @cached_property
     def meter(self) -> Meter:
-        return Unmetered()
+        if self.settings.metering == "off":
+            return Unmetered()
+        return DynamoMeter(
+            client("dynamodb", self.settings),
+            quotas_table=self.settings.quotas_table,
+            usage_table=self.settings.usage_table,
+            limits=self.limits,
+            clock=self.clock,
+        )
+
+    @cached_property
+    def usage(self) -> DynamoUsage:
+        return DynamoUsage(
+            client("dynamodb", self.settings),
+            self.settings.usage_table,
+            self.settings.quotas_table,
+        )
 
     def pepper(self) -> bytes:
         if self._pepper is None:

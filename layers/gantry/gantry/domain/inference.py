@@ -3,8 +3,8 @@ prompt fits, and what the call costs. Providers do the work; this decides what i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 from gantry.domain.errors import ContextLengthExceeded, InvalidRequest
@@ -18,6 +18,7 @@ from gantry.ports import (
     ModelProvider,
     ModerationResult,
     SamplingParams,
+    StreamEvent,
 )
 
 
@@ -95,6 +96,9 @@ class Plan(Generic[OutcomeT]):
     estimate: Estimate
     instant: bool
     run: Callable[[], OutcomeT]
+    prompt_tokens: int = 0
+    # The same call, streamed (generation only): choices one after another.
+    stream: Callable[[], Iterator[StreamEvent]] | None = None
 
 
 MAX_EMBEDDING_INPUTS = 2048
@@ -143,8 +147,12 @@ class InferenceService:
             result = provider.chat(spec, messages, params)
             return GenerationOutcome(spec, result.prompt_tokens, result.completion_tokens, result)
 
+        def stream() -> Iterator[StreamEvent]:
+            return provider.chat_stream(spec, messages, params)
+
         estimate = self._estimate(spec, prompt_tokens, params.max_tokens * params.n)
-        return Plan(spec, "chat.completions", estimate, provider.is_instant(spec), run)
+        instant = provider.is_instant(spec)
+        return Plan(spec, "chat.completions", estimate, instant, run, prompt_tokens, stream)
 
     def plan_completion(
         self, model_id: str, prompts: Sequence[str], sampling: Sampling
@@ -166,9 +174,17 @@ class InferenceService:
                 results,
             )
 
+        def stream() -> Iterator[StreamEvent]:
+            """Prompt after prompt; choice `i` of prompt `p` is index `p * n + i`."""
+            for number, (prompt, params) in enumerate(zip(prompts, plans, strict=True)):
+                offset = number * params.n
+                for event in provider.complete_stream(spec, prompt, params):
+                    yield replace(event, index=event.index + offset)
+
         reserved = sum(p.max_tokens * p.n for p in plans)
         estimate = self._estimate(spec, sum(counted), reserved)
-        return Plan(spec, "completions", estimate, provider.is_instant(spec), run)
+        instant = provider.is_instant(spec)
+        return Plan(spec, "completions", estimate, instant, run, sum(counted), stream)
 
     def _params(self, spec: ModelSpec, sampling: Sampling, prompt_tokens: int) -> SamplingParams:
         for param, capability in sampling.features.items():

@@ -103,6 +103,10 @@ class Registry:
     def from_dict(cls, raw: Mapping[str, Any]) -> Registry:
         return cls(ModelSpec.from_dict(m) for m in raw["models"])
 
+    def register(self, spec: ModelSpec) -> None:
+        """Serve one more model id (a fine-tuned model, a test model) from now on."""
+        self._models[spec.id] = spec
+
     def all(self) -> list[ModelSpec]:
         return sorted(self._models.values(), key=lambda m: m.id)
 

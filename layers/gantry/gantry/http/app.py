@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
@@ -11,12 +13,15 @@ from gantry import __version__
 from gantry.config import get_settings
 from gantry.http.errors import install_error_handlers
 from gantry.http.middleware import GantryMiddleware
-from gantry.http.routers import inference, models, ops
+from gantry.http.routers import completions, inference, keys, models, ops, usage
 
 FAMILIES = {
+    "completions": completions.router,
     "inference": inference.router,
+    "keys": keys.router,
     "models": models.router,
     "ops": ops.router,
+    "usage": usage.router,
 }
 
 DESCRIPTION = """
@@ -32,6 +37,15 @@ def api_routes(families: Iterable[str] | None = None) -> list[APIRoute]:
     return [r for f in chosen for r in FAMILIES[f].routes if isinstance(r, APIRoute)]
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Provider calls and streamed tokens wait on worker threads; a long-lived server (not a
+    # Lambda, which serves one request at a time) needs more of them than anyio's 40.
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    limiter.total_tokens = max(limiter.total_tokens, get_settings().worker_threads)
+    yield
+
+
 def _operation_id(route: APIRoute) -> str:
     return route.name
 
@@ -43,6 +57,7 @@ def create_app(families: Iterable[str] | None = None) -> FastAPI:
     if unknown:
         raise ValueError(f"unknown route families: {sorted(unknown)}")
     app = FastAPI(
+        lifespan=_lifespan,
         title="Gantry",
         version=__version__,
         description=DESCRIPTION,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
+from weakref import WeakKeyDictionary
 
 from fastapi import Depends, Request, Security
 from fastapi.dependencies.models import Dependant
@@ -10,8 +13,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from gantry.domain.auth import require_scope, split_bearer
-from gantry.domain.keys import Principal
+from gantry.domain.key_management import LastUseTracker
+from gantry.domain.keys import KeyRecord, Principal
 from gantry.runtime import Runtime, get_runtime
+
+logger = logging.getLogger("gantry.http")
+
+# One worker: last-use writes are rare (a key at most once a minute) and never block a request.
+last_used_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gantry-last-used")
+_trackers: WeakKeyDictionary[Runtime, LastUseTracker] = WeakKeyDictionary()
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -50,15 +60,35 @@ class Scope:
         if isinstance(known, Principal):
             require_scope(known, self.scope)
             return known
-        authenticator = get_runtime().authenticator
+        rt = get_runtime()
+        authenticator = rt.authenticator
         key_id, secret = split_bearer(request.headers.get("authorization"))
         hit, record = authenticator.cached(key_id)
         if not hit:
             record = await run_in_threadpool(authenticator.load, key_id)
         principal = authenticator.verify(record, secret)
+        if record is not None:
+            note_use(rt, record)
         request.state.principal = principal
         require_scope(principal, self.scope)
         return principal
+
+
+def note_use(rt: Runtime, record: KeyRecord) -> None:
+    """Record the key's last use off the request path, at most once a minute per key."""
+    tracker = _trackers.get(rt)
+    if tracker is None:
+        tracker = _trackers.setdefault(rt, LastUseTracker(rt.key_store, rt.clock))
+    at = tracker.due(record)
+    if at is not None:
+        last_used_writer.submit(_record_use, tracker, record.key_id, at)
+
+
+def _record_use(tracker: LastUseTracker, key_id: str, at: float) -> None:
+    try:
+        tracker.record(key_id, at)
+    except Exception:
+        logger.warning("could not record the last use of key %s", key_id, exc_info=True)
 
 
 async def runtime() -> Runtime:
@@ -68,4 +98,6 @@ async def runtime() -> Runtime:
 
 CompletionsKey = Annotated[Principal, Depends(Scope("completions:write"))]
 ModelsKey = Annotated[Principal, Depends(Scope("models:read"))]
+KeysReader = Annotated[Principal, Depends(Scope("keys:read"))]
+KeysWriter = Annotated[Principal, Depends(Scope("keys:write"))]
 CurrentRuntime = Annotated[Runtime, Depends(runtime)]

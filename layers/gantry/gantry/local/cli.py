@@ -1,12 +1,18 @@
-"""The `gantry` command: local server, local Lambda invocations, key bootstrap."""
+"""The `gantry` command: local server, local Lambda invocations, key and organization
+management."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from gantry.domain.errors import GantryError
+
+if TYPE_CHECKING:
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -20,40 +26,6 @@ def _invoke(args: argparse.Namespace) -> int:
     from gantry.local.invoke import invoke
 
     return invoke(args.function, args.event, args.functions_dir)
-
-
-def _keys_create(args: argparse.Namespace) -> int:
-    from gantry.adapters.aws import client
-    from gantry.config import get_settings
-    from gantry.domain.keys import new_api_key
-    from gantry.local.moto_env import key_record
-    from gantry.runtime import Runtime
-
-    settings = get_settings()
-    runtime = Runtime(settings)
-    full_key = new_api_key()[0]
-    record = key_record(
-        full_key,
-        runtime.pepper(),
-        org_id=args.org,
-        scopes=tuple(s.strip() for s in args.scopes.split(",") if s.strip()),
-        name=args.name,
-        created_by=args.created_by,
-    )
-    client("dynamodb", settings)  # fail early on missing credentials
-    runtime.key_store.put_key(record)
-    print(
-        json.dumps(
-            {
-                "key_id": record.key_id,
-                "api_key": full_key,
-                "org_id": record.org_id,
-                "scopes": sorted(record.scopes),
-            }
-        )
-    )
-    print("Store this key now: it is shown only once.", file=sys.stderr)
-    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -71,15 +43,77 @@ def parser() -> argparse.ArgumentParser:
     invoke.add_argument("--functions-dir", default="functions")
     invoke.set_defaults(run=_invoke)
 
+    _key_commands(commands)
+    _org_commands(commands)
+    return root
+
+
+def _key_commands(commands: Subcommands) -> None:
+    from gantry.local import operator
+
     keys = commands.add_parser("keys", help="manage API keys directly in DynamoDB")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
-    create = key_commands.add_parser("create", help="create a key and print it once")
+    operator_name = os.environ.get("USER", "operator")
+
+    create = key_commands.add_parser(
+        "create",
+        help="create a key and print it once",
+        description="Create a key and print it (with its secret) once. If the organization "
+        "does not exist yet it is created with the standard tier; use `gantry orgs create` "
+        "first for another tier or a display name.",
+    )
     create.add_argument("--org", required=True)
     create.add_argument("--scopes", default="admin:full", help="comma-separated scopes")
+    create.add_argument("--name", default="operator key")
+    create.add_argument("--created-by", default=operator_name)
+    create.add_argument("--expires-at", type=int, help="expiry in unix seconds")
+    create.add_argument("--limits", help="JSON object, e.g. '{\"requests_per_minute\": 60}'")
+    create.set_defaults(run=operator.keys_create)
+
+    listing = key_commands.add_parser("list", help="list an organization's keys (no secrets)")
+    listing.add_argument("--org", required=True)
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--after", help="key id to continue after")
+    listing.set_defaults(run=operator.keys_list)
+
+    revoke = key_commands.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(run=operator.keys_revoke, created_by=operator_name)
+
+    rotate = key_commands.add_parser(
+        "rotate", help="issue a successor key; the old one stays valid for a grace period"
+    )
+    rotate.add_argument("key_id")
+    rotate.add_argument("--grace-seconds", type=int, default=86_400)
+    rotate.add_argument("--created-by", default=operator_name)
+    rotate.set_defaults(run=operator.keys_rotate)
+
+
+def _org_commands(commands: Subcommands) -> None:
+    from gantry.domain.orgs import TIERS
+    from gantry.local import operator
+
+    orgs = commands.add_parser("orgs", help="manage organizations directly in DynamoDB")
+    org_commands = orgs.add_subparsers(dest="orgs_command", required=True)
+
+    create = org_commands.add_parser("create", help="create an organization")
+    create.add_argument("--org", required=True, help="organization id")
     create.add_argument("--name", default="")
-    create.add_argument("--created-by", default=os.environ.get("USER", "operator"))
-    create.set_defaults(run=_keys_create)
-    return root
+    create.add_argument("--tier", default="standard", choices=sorted(TIERS))
+    create.add_argument("--limits", help="JSON object of overrides on the tier's limits")
+    create.set_defaults(run=operator.orgs_create)
+
+    set_tier = org_commands.add_parser("set-tier", help="change an organization's tier")
+    set_tier.add_argument("--org", required=True)
+    set_tier.add_argument("--tier", required=True, choices=sorted(TIERS))
+    set_tier.set_defaults(run=operator.orgs_set_tier)
+
+    set_limits = org_commands.add_parser(
+        "set-limits", help="replace an organization's overrides of its tier's limits"
+    )
+    set_limits.add_argument("--org", required=True)
+    set_limits.add_argument("--limits", required=True, help="JSON object; {} clears them")
+    set_limits.set_defaults(run=operator.orgs_set_limits)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args))
     except KeyboardInterrupt:
         return 130
+    except GantryError as exc:
+        print(f"gantry: {exc.message}", file=sys.stderr)
+        return 1
     except ValueError as exc:
         print(f"gantry: {exc}", file=sys.stderr)
         return 2

@@ -1,14 +1,17 @@
 """The local AWS: a moto server on loopback, the tables from `gantry.tables`, a seeded key.
 
-The server (not in-process mocks) is used because it applies one request at a time, so
-conditional writes stay atomic under the concurrent load a real server produces.
+DynamoDB applies each conditional write and transaction atomically. moto does not under
+concurrent requests (its threaded server locks only routing, and a transaction copies
+tables while other threads write them), so the server here applies one request at a time.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +24,25 @@ LOCAL_ORG = "org-local"
 # A documented example key for the sample events and local invocations. Never valid in AWS:
 # deployed functions hash with their own pepper.
 EXAMPLE_API_KEY = "gnt_example01_LocalDevelopmentOnlySecret0123456789"
+
+
+class Serialized:
+    """A WSGI app that handles one request at a time."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: Any, start_response: Any) -> Iterable[bytes]:
+        with self.lock:
+            return list(self.app(environ, start_response))
+
+
+def serialize(server: Any) -> None:
+    """Make a started ThreadedMotoServer apply one request at a time."""
+    wsgi = server._server
+    if not isinstance(wsgi.app, Serialized):
+        wsgi.app = Serialized(wsgi.app)
 
 
 @dataclass
@@ -42,13 +64,14 @@ def use_fake_credentials() -> None:
         os.environ.setdefault(name, value)
 
 
-def start_moto_server(host: str = "127.0.0.1") -> LocalAws:
+def start_moto_server(host: str = "127.0.0.1", port: int = 0) -> LocalAws:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     use_fake_credentials()
-    server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
+    serialize(server)
     bound_host, port = server.get_host_and_port()
     return LocalAws(endpoint_url=f"http://{bound_host}:{port}", server=server)
 

@@ -89,10 +89,16 @@ def serve(host: str, port: int, admin_key: str | None, banner: bool = True) -> N
 
 
 class BackgroundServer:
-    """The API on a free loopback port in a thread, for tests and benchmarks."""
+    """The API on a free loopback port in a thread, for tests and benchmarks.
 
-    def __init__(self, admin_key: str | None = None, host: str = "127.0.0.1") -> None:
-        self.stack = bootstrap(admin_key)
+    With `runtime`, it serves that runtime (whose AWS is already set up); otherwise it
+    bootstraps its own moto server and admin key.
+    """
+
+    def __init__(
+        self, admin_key: str | None = None, host: str = "127.0.0.1", runtime: Runtime | None = None
+    ) -> None:
+        self.stack = None if runtime is not None else bootstrap(admin_key)
         self.sock = bind(host, 0)
         self.base_url = f"http://{host}:{self.sock.getsockname()[1]}"
         config = uvicorn.Config(create_app(), log_level="warning", access_log=False)
@@ -112,4 +118,5 @@ class BackgroundServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
-        self.stack.aws.stop()
+        if self.stack is not None:
+            self.stack.aws.stop()

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 from gantry.adapters.local import tokenizer
-from gantry.ports import Generation, SamplingParams, TokenLogprob, TopLogprob
+from gantry.ports import (
+    ChoiceDone,
+    Generation,
+    SamplingParams,
+    StreamEvent,
+    TextDelta,
+    TokenLogprob,
+    TopLogprob,
+)
 
 
 def echo(text: str, params: SamplingParams) -> tuple[Generation, ...]:
@@ -22,3 +33,15 @@ def echo(text: str, params: SamplingParams) -> tuple[Generation, ...]:
             for p in tokenizer.split(out)
         )
     return (Generation(out, finish, tokenizer.count(out), logprobs),) * params.n
+
+
+def echo_stream(
+    text: str, params: SamplingParams, pace_seconds: float = 0.0
+) -> Iterator[StreamEvent]:
+    """`echo`, one token per delta, each `pace_seconds` after the previous one."""
+    for index, choice in enumerate(echo(text, params)):
+        for piece in tokenizer.split(choice.text):
+            if pace_seconds:
+                time.sleep(pace_seconds)
+            yield TextDelta(index, piece, 1)
+        yield ChoiceDone(index, choice.finish_reason, choice.completion_tokens)

@@ -34,13 +34,21 @@ import math
 import random
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from gantry.adapters.local import tokenizer
 from gantry.adapters.local.language_model import NGramModel, Passage
 from gantry.adapters.local.tokenizer import EOT_ID, UNK_ID
-from gantry.ports import Generation, SamplingParams, TokenLogprob, TopLogprob
+from gantry.ports import (
+    ChoiceDone,
+    Generation,
+    SamplingParams,
+    StreamEvent,
+    TextDelta,
+    TokenLogprob,
+    TopLogprob,
+)
 
 LOGPROB_FLOOR = -9999.0
 
@@ -76,12 +84,25 @@ class Generator:
         end-of-text, and leading whitespace is stripped from the result.
         """
         passage = self.model.passage(prompt if topic is None else topic)
-        return tuple(
-            _Decoder(self.model, self._masks, params, passage, reply, _rng(params.seed, i)).run(
-                prompt
-            )
-            for i in range(params.n)
-        )
+        return tuple(self._decoder(params, passage, reply, i).run(prompt) for i in range(params.n))
+
+    def stream(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        *,
+        topic: str | None = None,
+        reply: bool = False,
+    ) -> Iterator[StreamEvent]:
+        """`generate`, choice after choice, as the tokens are produced."""
+        passage = self.model.passage(prompt if topic is None else topic)
+        for i in range(params.n):
+            yield from self._decoder(params, passage, reply, i).stream(prompt, i)
+
+    def _decoder(
+        self, params: SamplingParams, passage: Passage | None, reply: bool, index: int
+    ) -> _Decoder:
+        return _Decoder(self.model, self._masks, params, passage, reply, _rng(params.seed, index))
 
 
 def _rng(seed: int | None, index: int) -> random.Random:
@@ -105,42 +126,71 @@ class _Decoder:
         self.reply = reply
         self.rng = rng
         self.counts: dict[int, int] = {}
+        self.text = ""
+        self.finish = "length"
+        self.pieces: list[str] = []
         self.size = len(model.vocabulary)
         self.bias = [(t, b) for t, b in params.logit_bias.items() if 0 <= t < self.size]
         self.stops = tuple(s for s in params.stop if s)
         if reply:
             self.stops += ("\nuser:", "\nsystem:", "\nassistant:")
 
-    def run(self, prompt: str) -> Generation:
+    def _decode(self, prompt: str) -> Iterator[tuple[str, TokenLogprob | None]]:
+        """Yields each generated piece (and its logprob entry); `self.text` holds the output
+        so far, already cut before a stop sequence, and `self.finish` how it ended."""
         u, v = self.model.context(prompt)
-        pieces: list[str] = []
-        entries: list[TokenLogprob] = []
-        text = ""
-        finish = "length"
+        self.text, self.finish, self.pieces = "", "length", []
         for _ in range(self.params.max_tokens):
-            logits = self._logits(u, v, pieces)
+            logits = self._logits(u, v, self.pieces)
             weights = self._weights(logits)
             token = self._choose(logits, weights)
             if token == EOT_ID:
-                finish = "stop"
-                break
+                self.finish = "stop"
+                return
             piece = self.model.vocabulary.piece(token)
+            entry = None
             if weights is not None and self.params.logprobs:
-                entries.append(self._logprob(logits, weights, token, piece))
-            pieces.append(piece)
+                entry = self._logprob(logits, weights, token, piece)
+            self.pieces.append(piece)
             self.counts[token] = self.counts.get(token, 0) + 1
             u, v = v, token
-            cut = _find_stop(text, piece, self.stops)
-            text += piece
+            cut = _find_stop(self.text, piece, self.stops)
+            self.text += piece
             if cut is not None:
-                text, finish = text[:cut], "stop"
-                break
+                self.text, self.finish = self.text[:cut], "stop"
+                yield piece, entry
+                return
+            yield piece, entry
+
+    def run(self, prompt: str) -> Generation:
+        entries = [entry for _, entry in self._decode(prompt) if entry is not None]
+        text = self.text
         end = len(text)
         if self.reply:
             text = text.lstrip()
         start = end - len(text)
-        logprobs = tuple(_within(entries, pieces, start, end)) if self.params.logprobs else None
-        return Generation(text, finish, tokenizer.count(text), logprobs)
+        logprobs = (
+            tuple(_within(entries, self.pieces, start, end)) if self.params.logprobs else None
+        )
+        return Generation(text, self.finish, tokenizer.count(text), logprobs)
+
+    def stream(self, prompt: str, index: int) -> Iterator[StreamEvent]:
+        """The text `run` would return, released as it is generated. Text that might be the
+        start of a stop sequence is held back until the next token settles it."""
+        emitted = pending = 0
+        for _ in self._decode(prompt):
+            pending += 1
+            start = _lead(self.text) if self.reply else 0
+            safe = len(self.text) - _holdback(self.text, self.stops)
+            emitted = max(emitted, start)
+            if safe > emitted:
+                yield TextDelta(index, self.text[emitted:safe], pending)
+                emitted, pending = safe, 0
+        start = _lead(self.text) if self.reply else 0
+        emitted = max(emitted, start)
+        if len(self.text) > emitted or pending:
+            yield TextDelta(index, self.text[emitted:], pending)
+        yield ChoiceDone(index, self.finish, tokenizer.count(self.text[start:]))
 
     def _logits(self, u: int, v: int, pieces: Sequence[str]) -> list[float]:
         p = self.params
@@ -201,6 +251,22 @@ class _Decoder:
         vocabulary = self.model.vocabulary
         alternatives = tuple(TopLogprob(vocabulary.piece(i), logprob(i)) for i in top)
         return TokenLogprob(piece, logprob(token), alternatives)
+
+
+def _lead(text: str) -> int:
+    """Index of the first non-whitespace character (len(text) if there is none yet)."""
+    return len(text) - len(text.lstrip())
+
+
+def _holdback(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest end of `text` that could still grow into a stop sequence."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest
 
 
 def _softmax_weights(logits: Sequence[float], temperature: float) -> list[float]:

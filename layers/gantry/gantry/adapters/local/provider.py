@@ -22,10 +22,11 @@ the base one with `register_language_model`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 
 from gantry.adapters.local import classifier, embeddings, language_model, moderation, tokenizer
-from gantry.adapters.local.echo import echo
+from gantry.adapters.local.echo import echo, echo_stream
 from gantry.adapters.local.generation import Generator
 from gantry.adapters.local.language_model import NGramModel
 from gantry.domain.errors import InvalidRequest
@@ -33,14 +34,18 @@ from gantry.domain.registry import ModelSpec
 from gantry.ports import (
     ClassificationResult,
     EmbeddingResult,
+    Generation,
     GenerationResult,
     Message,
     ModerationResult,
     SamplingParams,
+    StreamEvent,
 )
 
 LANGUAGE_MODEL = "ngram-small"
 ECHO = "echo"
+PACED_ECHO = "echo-paced"  # echo at a steady 50 tokens/s, for streaming demos and benchmarks
+PACE_SECONDS = 0.02
 EMBEDDINGS = "hashed-embeddings"
 CLASSIFIER = "zero-shot"
 MODERATION = "lexicon-moderation"
@@ -76,8 +81,8 @@ class LocalProvider:
     ) -> GenerationResult:
         prompt_tokens = tokenizer.count_chat_tokens(messages)
         question = _last_user_message(messages)
-        if model.provider_model_id == ECHO:
-            return GenerationResult(echo(question, params), prompt_tokens)
+        if model.provider_model_id in (ECHO, PACED_ECHO):
+            return GenerationResult(_echo(model, question, params), prompt_tokens)
         generator = self._generator(model, "chat")
         prompt = tokenizer.render_chat(messages)
         choices = generator.generate(prompt, params, topic=question or prompt, reply=True)
@@ -85,10 +90,27 @@ class LocalProvider:
 
     def complete(self, model: ModelSpec, prompt: str, params: SamplingParams) -> GenerationResult:
         prompt_tokens = tokenizer.count(prompt)
-        if model.provider_model_id == ECHO:
-            return GenerationResult(echo(prompt, params), prompt_tokens)
+        if model.provider_model_id in (ECHO, PACED_ECHO):
+            return GenerationResult(_echo(model, prompt, params), prompt_tokens)
         choices = self._generator(model, "completions").generate(prompt, params)
         return GenerationResult(choices, prompt_tokens)
+
+    def chat_stream(
+        self, model: ModelSpec, messages: Sequence[Message], params: SamplingParams
+    ) -> Iterator[StreamEvent]:
+        question = _last_user_message(messages)
+        if model.provider_model_id in (ECHO, PACED_ECHO):
+            return echo_stream(question, params, _pace(model))
+        generator = self._generator(model, "chat")
+        prompt = tokenizer.render_chat(messages)
+        return generator.stream(prompt, params, topic=question or prompt, reply=True)
+
+    def complete_stream(
+        self, model: ModelSpec, prompt: str, params: SamplingParams
+    ) -> Iterator[StreamEvent]:
+        if model.provider_model_id in (ECHO, PACED_ECHO):
+            return echo_stream(prompt, params, _pace(model))
+        return self._generator(model, "completions").stream(prompt, params)
 
     # --- other tasks ----------------------------------------------------------------------
 
@@ -163,3 +185,16 @@ def _unsupported(model: ModelSpec, task: str) -> InvalidRequest:
         code="model_not_supported",
         param="model",
     )
+
+
+def _pace(model: ModelSpec) -> float:
+    return PACE_SECONDS if model.provider_model_id == PACED_ECHO else 0.0
+
+
+def _echo(model: ModelSpec, text: str, params: SamplingParams) -> tuple[Generation, ...]:
+    """Buffered echo; the paced one takes as long as streaming its tokens would."""
+    choices = echo(text, params)
+    pace = _pace(model)
+    if pace:
+        time.sleep(pace * sum(c.completion_tokens for c in choices))
+    return choices

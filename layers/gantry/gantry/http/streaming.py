@@ -1,0 +1,257 @@
+"""Streaming chat and text completions: provider events in, OpenAI chunks out as SSE.
+
+Admission happens before the first byte, so every refusal is an ordinary HTTP error, and so
+does the provider's first event (a provider that fails at once is an ordinary error too).
+After that a failure becomes one `data: {"error": ...}` event and the stream ends without
+`[DONE]`. Whatever ends the stream (success, failure, the client leaving), the provider is
+stopped and the tokens generated so far are settled exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from gantry.domain.errors import GantryError
+from gantry.domain.inference import OutcomeT, Plan
+from gantry.domain.keys import Principal
+from gantry.domain.metering import Actual, Admission
+from gantry.http.errors import envelope, request_id_of, status_of
+from gantry.http.responses import model_headers, new_id, usage
+from gantry.http.sse import DONE, PING, EventStreamResponse, data_frame
+from gantry.ports import ChoiceDone, StreamEvent, TextDelta
+from gantry.runtime import Runtime
+
+logger = logging.getLogger("gantry.http")
+
+
+class _End:
+    pass
+
+
+END = _End()
+
+
+class ProviderPump:
+    """Pulls provider events on worker threads and keeps the usage tally.
+
+    `close()` may be called from the event loop while a worker is inside `next()`: the
+    worker then closes the provider itself, so generation stops after at most one token.
+    """
+
+    def __init__(self, events: Iterator[StreamEvent]) -> None:
+        self._events = events
+        self._lock = threading.Lock()
+        self._closed = False
+        self.generated: dict[int, int] = {}
+        self.finished: dict[int, int] = {}
+
+    def next(self) -> StreamEvent | _End:
+        with self._lock:
+            if self._closed:
+                return END
+            try:
+                event = next(self._events)
+            except StopIteration:
+                return END
+            if isinstance(event, TextDelta):
+                self.generated[event.index] = self.generated.get(event.index, 0) + event.tokens
+            else:
+                self.finished[event.index] = event.completion_tokens
+            if self._closed:
+                self._stop_provider()
+            return event
+
+    def close(self) -> None:
+        self._closed = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._stop_provider()
+            finally:
+                self._lock.release()
+
+    def _stop_provider(self) -> None:
+        close = getattr(self._events, "close", None)  # generators stop producing on close()
+        if close is not None:
+            close()
+
+    def settled_tokens(self) -> int:
+        """`completion_tokens` once no provider call is in flight any more."""
+        with self._lock:
+            return self.completion_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        """Exact counts for finished choices, tokens generated so far for the others."""
+        running = sum(n for i, n in self.generated.items() if i not in self.finished)
+        return sum(self.finished.values()) + running
+
+
+@dataclass
+class ChunkFormat:
+    """How one endpoint shapes its chunks (chat.completion.chunk or text_completion)."""
+
+    object: str
+    model: str
+    fingerprint: str
+    chat: bool
+    include_usage: bool
+    id: str = field(default_factory=lambda: new_id("chatcmpl"))
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def chunk(self, choices: list[dict[str, Any]], usage_body: Any = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": self.object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": self.fingerprint,
+            "choices": choices,
+        }
+        if self.include_usage or usage_body is not None:
+            body["usage"] = usage_body
+        return body
+
+    def choice(
+        self, index: int, text: str | None, finish: str | None, first: bool = False
+    ) -> dict[str, Any]:
+        if not self.chat:
+            return {"text": text or "", "index": index, "logprobs": None, "finish_reason": finish}
+        delta: dict[str, Any] = {}
+        if first:
+            delta = {"role": "assistant", "content": "", "refusal": None}
+        elif text is not None:
+            delta = {"content": text}
+        return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+
+async def stream_response(
+    rt: Runtime,
+    request: Request,
+    principal: Principal,
+    plan: Plan[OutcomeT],
+    fmt: ChunkFormat,
+    usage_interval: int | None,
+) -> EventStreamResponse:
+    assert plan.stream is not None
+    meter = rt.meter
+    request_id = request_id_of(request) or ""
+    admission = await _call(
+        meter.inline, meter.admit, request_id, principal, plan.endpoint, plan.spec, plan.estimate
+    )
+    pump = ProviderPump(plan.stream())
+    try:
+        first = await run_in_threadpool(pump.next)
+    except BaseException:
+        pump.close()
+        await _call(meter.inline, meter.release, admission)
+        raise
+    frames = _frames(rt, plan, fmt, pump, first, admission, usage_interval, request_id)
+    return EventStreamResponse(frames, {**model_headers(plan.spec), **admission.headers})
+
+
+async def _call(inline: bool, fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args) if inline else await run_in_threadpool(fn, *args)
+
+
+async def _frames(
+    rt: Runtime,
+    plan: Plan[OutcomeT],
+    fmt: ChunkFormat,
+    pump: ProviderPump,
+    first: StreamEvent | _End,
+    admission: Admission,
+    usage_interval: int | None,
+    request_id: str,
+) -> AsyncIterator[bytes]:
+    heartbeat = rt.settings.heartbeat_seconds
+    started: set[int] = set()
+    next_report = usage_interval or 0
+    event = first
+    try:
+        while not isinstance(event, _End):
+            if event.index not in started:
+                started.add(event.index)
+                if fmt.chat:
+                    yield data_frame(fmt.chunk([fmt.choice(event.index, None, None, first=True)]))
+            if isinstance(event, TextDelta):
+                if event.text:
+                    yield data_frame(fmt.chunk([fmt.choice(event.index, event.text, None)]))
+            elif isinstance(event, ChoiceDone):
+                yield data_frame(fmt.chunk([fmt.choice(event.index, None, event.finish_reason)]))
+            if usage_interval and pump.completion_tokens >= next_report:
+                while next_report <= pump.completion_tokens:
+                    next_report += usage_interval
+                running = usage(plan.prompt_tokens, pump.completion_tokens)
+                yield data_frame(fmt.chunk([], running))
+            waiting = asyncio.ensure_future(run_in_threadpool(pump.next))
+            try:
+                while not waiting.done():
+                    done, _ = await asyncio.wait({waiting}, timeout=heartbeat)
+                    if not done:
+                        yield PING
+            finally:
+                if not waiting.done():
+                    pump.close()
+            event = waiting.result()
+        if fmt.include_usage:
+            yield data_frame(fmt.chunk([], usage(plan.prompt_tokens, pump.completion_tokens)))
+        yield DONE
+    except (asyncio.CancelledError, GeneratorExit):
+        raise
+    except Exception as exc:
+        yield data_frame(_error_body(exc, request_id))
+    finally:
+        pump.close()
+        _settle_once(rt, plan, admission, pump)
+
+
+def _error_body(exc: Exception, request_id: str) -> dict[str, Any]:
+    if isinstance(exc, GantryError):
+        _, kind = status_of(exc)
+        return envelope(
+            message=exc.message,
+            kind=kind,
+            code=exc.code,
+            param=exc.param,
+            request_id=request_id,
+            retryable=exc.retryable,
+            details=exc.details,
+        )
+    logger.exception("stream failed", extra={"request_id": request_id})
+    return envelope(
+        message=(
+            "The stream failed after it started. Tokens produced so far are billed; retry "
+            f"the request, and report the request id {request_id} if it persists."
+        ),
+        kind="server_error",
+        code="internal_error",
+        param=None,
+        request_id=request_id,
+        retryable=True,
+    )
+
+
+def _settle_once(
+    rt: Runtime, plan: Plan[OutcomeT], admission: Admission, pump: ProviderPump
+) -> None:
+    """Settle on a worker thread that outlives this (possibly cancelled) stream, once the
+    provider call in flight (if any) has returned, so its token is billed too."""
+
+    def settle() -> None:
+        completion = pump.settled_tokens()
+        cost = plan.spec.cost_usd(plan.prompt_tokens, completion)
+        try:
+            rt.meter.settle(admission, Actual(plan.prompt_tokens, completion, cost))
+        except Exception:
+            logger.exception("settling a stream failed", extra={"request_id": admission.request_id})
+
+    threading.Thread(target=settle, name="gantry-settle").start()
