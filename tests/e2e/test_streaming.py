@@ -206,3 +206,35 @@ def test_running_usage_chunks(
     assert running[:-1] == [4, 8]
     assert running[-1] == 10
     assert all("usage" in c for c in chunks)
+
+
+def test_disconnect_with_the_real_meter_writes_one_ledger_item(
+    server: BackgroundServer, admin_key: str, runtime: Runtime
+) -> None:
+    from gantry.adapters.aws import client
+
+    provider = SlowProvider(delay=0.05, tokens=200)
+    use_slow(runtime, provider)
+    with post_stream(server, admin_key, model=SLOW) as response:
+        request_id = response.headers["x-request-id"]
+        for line in frames(response.iter_lines()):
+            if '"content":" t2"' in line:
+                break
+    wait_for(lambda: provider.finished.is_set())
+    dynamodb = client("dynamodb", runtime.settings)
+    key = {"pk": {"S": f"REQ#{request_id}"}, "sk": {"S": "LEDGER"}}
+
+    def ledger() -> dict[str, object] | None:
+        item = dynamodb.get_item(TableName=runtime.settings.usage_table, Key=key).get("Item")
+        return item  # type: ignore[no-any-return]
+
+    wait_for(lambda: ledger() is not None)
+    item = ledger()
+    assert item is not None
+    assert int(item["completion_tokens"]["N"]) == provider.produced  # type: ignore[index]
+    query = dynamodb.query(
+        TableName=runtime.settings.usage_table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"REQ#{request_id}"}},
+    )
+    assert query["Count"] == 1
