@@ -19,8 +19,14 @@ from pathlib import Path
 
 import httpx
 
+from bench.caching import measure as measure_caching
+from bench.caching import section as caching_section
+from bench.conversations import TURNS as CONVERSATION_TURNS
+from bench.conversations import measure as measure_conversations
+from bench.conversations import section as conversations_section
 from bench.loadgen import LoadResult, build_request, run_load
 from bench.metering import costs_section, cpu_per_request, logic_cpu_ms, measure_costs
+from bench.providers import provider_section
 from bench.streaming import HEADER as STREAM_HEADER
 from bench.streaming import measure_streams
 
@@ -122,9 +128,15 @@ def main() -> int:
         command += ["--key", BENCH_KEY, "--dynamodb", f"http://127.0.0.1:{dynamodb_port}"]
         with server(command, gantry_port, {"GANTRY_METERING": "off"}):
             streams = [measure_streams(gantry_port, BENCH_KEY, c, SECONDS) for c in CONCURRENCY]
+        dynamodb_url = f"http://127.0.0.1:{dynamodb_port}"
+        providers = provider_section(server, free_port, dynamodb_url, BENCH_KEY, SECONDS)
     print("DynamoDB round trips and units per request ...", flush=True)
     costs = measure_costs()
     logic_ms = logic_cpu_ms()
+    print("response cache and compression ...", flush=True)
+    cache_figures, wire_figures = measure_caching()
+    print(f"conversations: DynamoDB per turn over {CONVERSATION_TURNS} turns ...", flush=True)
+    conversation_runs = measure_conversations()
 
     rows = [("floor", r) for r in floor]
     rows += [(f"gantry, metering {m}", r) for m in ("off", "on") for r in runs[m]]
@@ -197,6 +209,18 @@ one burst). Target: under 5 ms added at p50 and no coalescing.
 Each token is one provider call on a worker thread and one SSE frame. At 64 concurrent
 streams the server handles about 3,200 frames/s on one Python process sharing two cores
 with the load generator, and queueing shows up in the p50 figures there.
+
+{providers}
+{caching_section(cache_figures, wire_figures)}
+
+## Conversations: DynamoDB per turn as a conversation grows
+
+One conversation of {CONVERSATION_TURNS} turns per context strategy on `gantry-small`
+(4,096-token window, replies of at most 64 tokens), counted with a botocore hook on the
+conversations table, averaged over 10 turns at each point (target: bounded by what fits
+the context window, not growing with the history):
+
+{conversations_section(conversation_runs)}
 """
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "benchmarks.md").write_text(report)

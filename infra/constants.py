@@ -56,3 +56,10 @@ API_ACCESS_LOG_RETENTION: Final = logs.RetentionDays.THREE_MONTHS
 # Stage-wide ceiling; per-key limits are enforced by the functions themselves.
 API_THROTTLE_RATE_LIMIT: Final = 1000
 API_THROTTLE_BURST_LIMIT: Final = 2000
+# API Gateway compresses buffered responses of at least this many bytes (gzip, deflate) when
+# the client accepts it; equal to the app's own threshold for the routes it compresses.
+API_MIN_COMPRESSION_BYTES: Final = 1024
+
+# The files bucket is named per account and region, so the API stack refers to it by name
+# (and IAM statements name it) without a cross-stack reference.
+FILES_BUCKET_NAME: Final = "gantry-files-${AWS::AccountId}-${AWS::Region}"

@@ -1,8 +1,11 @@
-"""The streaming completions function: chat and text completions (buffered or streamed).
+"""The streaming completions function: chat and text completions (buffered or streamed),
+v1 and v2.
 
 Mangum cannot stream, so this function runs the app under uvicorn behind the AWS Lambda Web
 Adapter (run.sh), which relays each chunk as Lambda response streaming. /health is
-included for the adapter's readiness check.
+included for the adapter's readiness check. The conversations family is included for
+POST /v1/conversations/{id}/messages, which runs the model and may stream; API Gateway
+sends the family's other routes to the buffered conversations function.
 """
 
 from fastapi import FastAPI
@@ -11,4 +14,4 @@ from gantry.http.app import create_app
 
 
 def build() -> FastAPI:
-    return create_app(["completions", "ops"])
+    return create_app(["completions", "v2", "conversations", "ops"])

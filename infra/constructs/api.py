@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Size
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -15,6 +15,7 @@ from constructs import Construct
 
 from infra.constants import (
     API_ACCESS_LOG_RETENTION,
+    API_MIN_COMPRESSION_BYTES,
     API_NAME,
     API_STAGE_NAME,
     API_THROTTLE_BURST_LIMIT,
@@ -142,6 +143,8 @@ class GantryApi(Construct):
             rest_api_name=API_NAME,
             description="Gantry: OpenAI-compatible AI API",
             endpoint_types=[apigw.EndpointType.REGIONAL],
+            # Streaming routes (STREAM mode) get no gateway encoding: the app compresses those.
+            min_compression_size=Size.bytes(API_MIN_COMPRESSION_BYTES),
             # Access and execution logging need the account-level API Gateway logging role.
             cloud_watch_role=True,
             deploy_options=apigw.StageOptions(

@@ -16,7 +16,9 @@ from infra.constants import (
     WEB_ADAPTER_PORT,
 )
 from infra.constructs.api import GantryApi
+from infra.constructs.jobs import GantryJobs
 from infra.constructs.layers import SharedLayers
+from infra.constructs.model_access import ModelAccess
 from infra.constructs.service_function import ServiceFunction, TableAccess
 from infra.stacks.data_stack import DataStack
 
@@ -27,6 +29,8 @@ READ = TableAccess.READ
 COMPLETIONS_ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/completions"),
+    ("POST", "/v1/conversations/{id}/messages"),
+    ("POST", "/v2/chat/completions"),
 )
 INFERENCE_ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/v1/embeddings"),
@@ -42,12 +46,20 @@ KEYS_ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/v1/keys/{id}/rotate"),
 )
 USAGE_ROUTES: tuple[tuple[str, str], ...] = (("GET", "/v1/usage"),)
+# Posting a message runs the model (and may stream): that route is the completions function's.
+CONVERSATIONS_ROUTES: tuple[tuple[str, str], ...] = (
+    ("POST", "/v1/conversations"),
+    ("GET", "/v1/conversations/{id}"),
+    ("DELETE", "/v1/conversations/{id}"),
+    ("GET", "/v1/conversations/{id}/messages"),
+)
 MODELS_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{id}"),
     ("GET", "/health"),
     ("GET", "/docs"),
     ("GET", "/docs/errors"),
+    ("GET", "/docs/versioning"),
     ("GET", "/openapi.json"),
 )
 
@@ -97,7 +109,8 @@ class ApiStack(Stack):
             code_dir=FUNCTIONS_DIR / "keys",
             handler="handler.handler",
             description="Gantry API key management: create, list, update, revoke, rotate",
-            table_access={"keys": RW},
+            # POSTs accept Idempotency-Key: responses are kept in the idempotency table
+            table_access={"keys": RW, "idempotency": RW},
             **common,
         )
         self.usage = ServiceFunction(
@@ -108,6 +121,16 @@ class ApiStack(Stack):
             description="Gantry usage: totals, breakdowns, limits and quota warnings",
             # auth (keys: last_used_at); reads the quota items and the usage counters
             table_access={"keys": RW, "quotas": READ, "usage": READ},
+            **common,
+        )
+        self.conversations = ServiceFunction(
+            self,
+            "Conversations",
+            code_dir=FUNCTIONS_DIR / "conversations",
+            handler="handler.handler",
+            description="Gantry conversations: create, read, list messages, delete",
+            # auth (keys: last_used_at); POSTs accept Idempotency-Key (idempotency)
+            table_access={"keys": RW, "conversations": RW, "idempotency": RW},
             **common,
         )
 
@@ -132,9 +155,25 @@ class ApiStack(Stack):
                 "PORT": WEB_ADAPTER_PORT,
                 "AWS_LWA_READINESS_CHECK_PATH": "/health",
             },
-            table_access={"keys": RW, "quotas": RW, "usage": RW, "cache": RW, "idempotency": RW},
+            # + conversations: POST /v1/conversations/{id}/messages runs here
+            table_access={
+                "keys": RW,
+                "quotas": RW,
+                "usage": RW,
+                "cache": RW,
+                "idempotency": RW,
+                "conversations": RW,
+            },
             **{**common, "layers": [*self.layers.all, web_adapter]},
         )
+
+        # Bedrock, OpenAI-compatible servers and request budgets for the model-calling functions
+        self.model_access = ModelAccess(
+            self, "ModelAccess", functions=[self.inference, self.completions]
+        )
+
+        self.jobs = GantryJobs(self, "Jobs", **common)
+        self.jobs.serve_fine_tuned_models(self.inference, self.completions, self.models)
 
         self.api = GantryApi(self, "Api")
         for method, path in COMPLETIONS_ROUTES:
@@ -147,6 +186,10 @@ class ApiStack(Stack):
             self.api.add_route(method, path, self.keys.function)
         for method, path in USAGE_ROUTES:
             self.api.add_route(method, path, self.usage.function)
+        for method, path in CONVERSATIONS_ROUTES:
+            self.api.add_route(method, path, self.conversations.function)
+        for method, path, function in self.jobs.routes:
+            self.api.add_route(method, path, function)
 
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the Gantry API")
         CfnOutput(
@@ -160,3 +203,4 @@ class ApiStack(Stack):
         CfnOutput(self, "ModelsFunctionName", value=self.models.function_name)
         CfnOutput(self, "KeysFunctionName", value=self.keys.function_name)
         CfnOutput(self, "UsageFunctionName", value=self.usage.function_name)
+        CfnOutput(self, "ConversationsFunctionName", value=self.conversations.function_name)

@@ -7,6 +7,7 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
+from infra.constructs.buckets import FilesBucket
 from infra.constructs.secrets import KeyPepper
 from infra.constructs.tables import GantryTables
 
@@ -16,6 +17,7 @@ class DataStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.tables = GantryTables(self, "Tables")
         self.pepper = KeyPepper(self, "KeyPepper")
+        self.files = FilesBucket(self, "Files")
 
         for name, table in self.tables.tables.items():
             CfnOutput(
@@ -24,6 +26,12 @@ class DataStack(Stack):
                 value=table.table_name,
                 description=f"DynamoDB table '{name}' ({self.tables.specs[name].env_var})",
             )
+        CfnOutput(
+            self,
+            "FilesBucketName",
+            value=self.files.bucket.bucket_name,
+            description="S3 bucket for files and fine-tuning artifacts (GANTRY_FILES_BUCKET)",
+        )
         CfnOutput(
             self,
             "KeyPepperSecretArn",

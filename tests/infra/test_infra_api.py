@@ -17,10 +17,17 @@ INFERENCE = "Inference"
 KEYS = "Keys"
 MODELS = "Models"
 USAGE = "Usage"
-BUFFERED = (INFERENCE, KEYS, MODELS, USAGE)
+CONVERSATIONS = "Conversations"
+FILES = "Files"
+FINE_TUNING = "FineTuning"
+WEBHOOKS = "Webhooks"
+BUFFERED = (INFERENCE, KEYS, MODELS, USAGE, CONVERSATIONS, FILES, FINE_TUNING, WEBHOOKS)
+# Functions without routes: the queue workers.
+WORKERS = 2
 EXPECTED_ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/v1/chat/completions"): COMPLETIONS,
     ("POST", "/v1/completions"): COMPLETIONS,
+    ("POST", "/v2/chat/completions"): COMPLETIONS,
     ("POST", "/v1/embeddings"): INFERENCE,
     ("POST", "/v1/classifications"): INFERENCE,
     ("POST", "/v1/moderations"): INFERENCE,
@@ -29,6 +36,7 @@ EXPECTED_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/health"): MODELS,
     ("GET", "/docs"): MODELS,
     ("GET", "/docs/errors"): MODELS,
+    ("GET", "/docs/versioning"): MODELS,
     ("GET", "/openapi.json"): MODELS,
     ("GET", "/v1/keys"): KEYS,
     ("POST", "/v1/keys"): KEYS,
@@ -37,6 +45,33 @@ EXPECTED_ROUTES: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/keys/{id}"): KEYS,
     ("POST", "/v1/keys/{id}/rotate"): KEYS,
     ("GET", "/v1/usage"): USAGE,
+    ("POST", "/v1/conversations"): CONVERSATIONS,
+    ("GET", "/v1/conversations/{id}"): CONVERSATIONS,
+    ("DELETE", "/v1/conversations/{id}"): CONVERSATIONS,
+    ("GET", "/v1/conversations/{id}/messages"): CONVERSATIONS,
+    ("POST", "/v1/conversations/{id}/messages"): COMPLETIONS,
+    ("POST", "/v1/files"): FILES,
+    ("GET", "/v1/files"): FILES,
+    ("GET", "/v1/files/{id}"): FILES,
+    ("DELETE", "/v1/files/{id}"): FILES,
+    ("GET", "/v1/files/{id}/content"): FILES,
+    ("POST", "/v1/fine_tuning/jobs"): FINE_TUNING,
+    ("GET", "/v1/fine_tuning/jobs"): FINE_TUNING,
+    ("GET", "/v1/fine_tuning/jobs/{id}"): FINE_TUNING,
+    ("GET", "/v1/fine_tuning/jobs/{id}/events"): FINE_TUNING,
+    ("POST", "/v1/fine_tuning/jobs/{id}/cancel"): FINE_TUNING,
+    ("GET", "/v1/fine_tuning/jobs/{id}/results"): FINE_TUNING,
+    ("POST", "/v1/fine-tuning-jobs"): FINE_TUNING,
+    ("GET", "/v1/fine-tuning-jobs"): FINE_TUNING,
+    ("GET", "/v1/fine-tuning-jobs/{id}"): FINE_TUNING,
+    ("GET", "/v1/fine-tuning-jobs/{id}/events"): FINE_TUNING,
+    ("POST", "/v1/fine-tuning-jobs/{id}/cancel"): FINE_TUNING,
+    ("GET", "/v1/fine-tuning-jobs/{id}/results"): FINE_TUNING,
+    ("POST", "/v1/webhooks"): WEBHOOKS,
+    ("GET", "/v1/webhooks"): WEBHOOKS,
+    ("DELETE", "/v1/webhooks/{id}"): WEBHOOKS,
+    ("POST", "/v1/webhooks/{id}/test"): WEBHOOKS,
+    ("GET", "/v1/webhooks/{id}/deliveries"): WEBHOOKS,
 }
 ENVELOPE_FIELDS = {
     "message",
@@ -64,6 +99,10 @@ def _function_ids(stacks: GantryApp) -> dict[str, str]:
         KEYS: _logical_id(stacks, stacks.api.keys.function),
         MODELS: _logical_id(stacks, stacks.api.models.function),
         USAGE: _logical_id(stacks, stacks.api.usage.function),
+        CONVERSATIONS: _logical_id(stacks, stacks.api.conversations.function),
+        FILES: _logical_id(stacks, stacks.api.jobs.files.function),
+        FINE_TUNING: _logical_id(stacks, stacks.api.jobs.fine_tuning.function),
+        WEBHOOKS: _logical_id(stacks, stacks.api.jobs.webhooks.function),
     }
 
 
@@ -147,7 +186,7 @@ def test_function_defaults(stacks: GantryApp, family: str) -> None:
 def test_each_function_has_its_own_role(stacks: GantryApp) -> None:
     functions = stacks.api_resources("AWS::Lambda::Function")
     roles = {json.dumps(fn["Properties"]["Role"]) for fn in functions.values()}
-    assert len(roles) == len(functions) == len(set(EXPECTED_ROUTES.values()))
+    assert len(roles) == len(functions) == len(set(EXPECTED_ROUTES.values())) + WORKERS
 
 
 # REST API
@@ -197,7 +236,11 @@ def test_route_proxies_to_its_function(
 
 
 def test_functions_may_be_invoked_by_their_routes_only(stacks: GantryApp) -> None:
-    permissions = stacks.api_resources("AWS::Lambda::Permission").values()
+    permissions = [
+        p
+        for p in stacks.api_resources("AWS::Lambda::Permission").values()
+        if p["Properties"]["Principal"] != "events.amazonaws.com"  # the webhook relay schedule
+    ]
     assert len(permissions) == len(EXPECTED_ROUTES)
     for permission in permissions:
         props = permission["Properties"]
@@ -335,3 +378,17 @@ def test_other_routes_are_buffered(stacks: GantryApp, route: tuple[str, str]) ->
     integration = _routes(stacks)[route]["Integration"]
     assert integration.get("ResponseTransferMode", "BUFFERED") == "BUFFERED"
     assert "response-streaming-invocations" not in json.dumps(integration["Uri"])
+
+
+# Compression
+
+
+def test_gateway_compresses_at_the_apps_threshold(stacks: GantryApp) -> None:
+    """API Gateway compresses buffered responses from the same size the app compresses the
+    streaming function's buffered responses (API Gateway encodes nothing in STREAM mode)."""
+    from gantry.http.compression import MIN_COMPRESS_BYTES
+    from infra.constants import API_MIN_COMPRESSION_BYTES
+
+    (api,) = stacks.api_resources("AWS::ApiGateway::RestApi").values()
+    assert api["Properties"]["MinimumCompressionSize"] == MIN_COMPRESS_BYTES
+    assert API_MIN_COMPRESSION_BYTES == MIN_COMPRESS_BYTES

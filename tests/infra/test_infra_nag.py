@@ -22,6 +22,19 @@ EXPECTED_ACKNOWLEDGED_RULES = {
     "AwsSolutions-IAM5[Resource::*]",
     "AwsSolutions-L1",
     "AwsSolutions-SMG4",
+    # files, fine-tuning and webhooks
+    "AwsSolutions-S1",
+    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::"
+    "gantry-files-<AWS::AccountId>-<AWS::Region>/files/*]",
+    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::"
+    "gantry-files-<AWS::AccountId>-<AWS::Region>/fine-tuning/*]",
+    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:"
+    "execution:<AWS::StackName>-fine-tuning:*]",
+    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:bedrock:<AWS::Region>:<AWS::AccountId>:"
+    "model-customization-job/*]",
+    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:bedrock:<AWS::Region>::foundation-model/*]",
+    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:bedrock:<AWS::Region>:<AWS::AccountId>:"
+    "custom-model/*]",
 }
 # CDK records an acknowledgement without a plugin prefix as an annotation rule.
 _ANNOTATION_PREFIX = re.compile(r"^annotation::", re.IGNORECASE)

@@ -60,6 +60,8 @@ def test_totals_equal_the_sum_of_the_ledger(
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "cost_usd": pytest.approx(cost_nano / 1e9, abs=1e-12),
+        "cached_requests": 0,
+        "cached_tokens": 0,
     }
     assert body["object"] == "usage.report"
     assert body["scope"] == "key" and body["key_id"] == caller.record.key_id
@@ -94,6 +96,8 @@ def test_hourly_buckets_grouped_by_model_and_endpoint(
         "completion_tokens",
         "total_tokens",
         "cost_usd",
+        "cached_requests",
+        "cached_tokens",
     }
     daily = usage(app_client, caller, start=base, group_by="endpoint").json()
     assert sum(len(b["results"]) for b in daily["buckets"]) in (2, 4)  # 1 or 2 days touched

@@ -93,6 +93,8 @@ def test_daily_buckets_with_groups() -> None:
             "completion_tokens": 5,
             "total_tokens": 15,
             "cost_usd": 1e-6,
+            "cached_requests": 0,
+            "cached_tokens": 0,
         }
     ]
     assert [(r["model"], r["key_id"], r["requests"]) for r in second["results"]] == [

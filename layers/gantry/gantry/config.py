@@ -43,7 +43,38 @@ class Settings(TableNames):
     heartbeat_seconds: float = 15.0
     # "on": limits enforced and usage recorded in DynamoDB; "off": everything admitted.
     metering: Literal["on", "off"] = "on"
+    # Response cache: how long answers live, and the model that embeds semantic prompts.
+    cache_ttl_seconds: int = 86_400
+    semantic_cache_model: str = "gantry-embed-small"
+    # Deprecated and retired routes (the packaged routes.json unless set).
+    route_table_path: str | None = None
     worker_threads: int = 256
+    # Files, fine-tuning jobs and webhooks (docs/architecture.md, "Jobs and webhooks").
+    files_bucket: str = "gantry-files"
+    max_file_bytes: int = 4 * 1024 * 1024
+    fine_tuning_state_machine_arn: str | None = None
+    training_queue_url: str | None = None
+    webhook_queue_url: str | None = None
+    job_retention_days: float = 30.0
+    job_heartbeat_seconds: int = 120
+    job_step_timeout_seconds: int = 900
+    job_train_timeout_seconds: int = 21_600
+    bedrock_poll_seconds: int = 60
+    webhook_retry_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
+    webhook_timeout_seconds: float = 10.0
+    # Model providers (docs/providers.md). Timeouts nest: one provider attempt <= the
+    # request's budget < the function's timeout < the client-facing timeout.
+    request_timeout_seconds: float = 60.0
+    provider_timeout_seconds: float = 30.0
+    provider_max_attempts: int = 3
+    breaker_failures: int = 5
+    breaker_open_seconds: float = 30.0
+    bedrock_region: str | None = None
+    bedrock_endpoint_url: str | None = None
+    openai_base_url: str | None = None
+    openai_api_key: str | None = None
+    openai_api_key_secret_arn: str | None = None
+    openai_max_connections: int = 100
 
 
 @lru_cache(maxsize=1)

@@ -10,17 +10,28 @@ from pathlib import Path
 
 from gantry.adapters.aws import client, read_secret
 from gantry.adapters.clock import SystemClock
+from gantry.adapters.dynamodb_cache import DynamoCache
+from gantry.adapters.dynamodb_conversations import DynamoConversationStore
+from gantry.adapters.dynamodb_idempotency import DynamoIdempotency
 from gantry.adapters.dynamodb_keys import DynamoKeyStore
 from gantry.adapters.dynamodb_meter import DynamoMeter
 from gantry.adapters.dynamodb_usage import DynamoUsage
 from gantry.adapters.local.provider import LocalProvider
+from gantry.adapters.providers import remote_providers, resilience_settings
 from gantry.config import Settings, get_settings
 from gantry.domain.auth import Authenticator
+from gantry.domain.caching import CacheStore
+from gantry.domain.conversation_service import ConversationService
+from gantry.domain.idempotency import IdempotencyStore
 from gantry.domain.inference import InferenceService
 from gantry.domain.keys import KeyRecord
+from gantry.domain.lifecycle import RouteTable
 from gantry.domain.limits import LimitResolver
 from gantry.domain.metering import Meter, Unmetered
+from gantry.domain.model_router import ModelRouter
 from gantry.domain.registry import Registry
+from gantry.domain.resilience import Resilience
+from gantry.job_runtime import JobComponents
 from gantry.ports import Clock, KeyStore, ModelProvider
 
 DEV_PEPPER = "gantry-local-development-pepper"
@@ -39,11 +50,32 @@ class Runtime:
             raw = json.loads(Path(self.settings.registry_path).read_text())
         else:
             raw = json.loads(resources.files("gantry").joinpath("models.json").read_text())
-        return Registry.from_dict(raw)
+        registry = Registry.from_dict(raw)
+        registry.loader = lambda model_id: self.jobs.fine_tuned.load(model_id)
+        return registry
+
+    @cached_property
+    def jobs(self) -> JobComponents:
+        """Files, fine-tuning and webhooks."""
+        return JobComponents(self)
+
+    @cached_property
+    def route_table(self) -> RouteTable:
+        if self.settings.route_table_path:
+            raw = json.loads(Path(self.settings.route_table_path).read_text())
+        else:
+            raw = json.loads(resources.files("gantry").joinpath("routes.json").read_text())
+        return RouteTable.from_dict(raw)
 
     @cached_property
     def providers(self) -> dict[str, ModelProvider]:
-        return {"local": LocalProvider()}
+        return {"local": LocalProvider(), **remote_providers(self.settings)}
+
+    @cached_property
+    def router(self) -> ModelRouter:
+        """Timeouts, retries, circuit breakers, hedging and fallbacks around provider calls."""
+        resilience = Resilience(resilience_settings(self.settings), clock=self.clock.monotonic)
+        return ModelRouter(self.registry, self.providers, resilience)
 
     @cached_property
     def key_store(self) -> KeyStore:
@@ -57,7 +89,7 @@ class Runtime:
 
     @cached_property
     def inference(self) -> InferenceService:
-        return InferenceService(self.registry, self.providers)
+        return InferenceService(self.registry, self.providers, self.clock, self.router)
 
     @cached_property
     def limits(self) -> LimitResolver:
@@ -80,12 +112,27 @@ class Runtime:
         )
 
     @cached_property
+    def cache(self) -> CacheStore:
+        return DynamoCache(client("dynamodb", self.settings), self.settings.cache_table)
+
+    @cached_property
+    def idempotency(self) -> IdempotencyStore:
+        return DynamoIdempotency(client("dynamodb", self.settings), self.settings.idempotency_table)
+
+    @cached_property
     def usage(self) -> DynamoUsage:
         return DynamoUsage(
             client("dynamodb", self.settings),
             self.settings.usage_table,
             self.settings.quotas_table,
         )
+
+    @cached_property
+    def conversations(self) -> ConversationService:
+        store = DynamoConversationStore(
+            client("dynamodb", self.settings), self.settings.conversations_table
+        )
+        return ConversationService(store, self.inference, self.clock)
 
     def pepper(self) -> bytes:
         if self._pepper is None:

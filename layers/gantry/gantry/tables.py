@@ -46,7 +46,8 @@ TABLES: tuple[TableSpec, ...] = (
         partition_key="pk",
         sort_key="sk",
         ttl_attribute="expires_at",
-        indexes=(Index("by_org", partition_key="org_id", sort_key="created_at"),),
+        # owner = "<org_id>#<kind>" (file, ftjob, model, hook), listed = "<ISO time>#<id>"
+        indexes=(Index("by_org", partition_key="owner", sort_key="listed"),),
     ),
     TableSpec("cache", partition_key="pk", ttl_attribute="expires_at"),
     TableSpec("idempotency", partition_key="id", ttl_attribute="expiration"),

@@ -22,14 +22,17 @@ def client(service: str, settings: Settings) -> Any:
     with _lock:
         if key not in _clients:
             session = boto3.session.Session()
+            in_aws = settings.env == "aws"
             _clients[key] = session.client(
                 service,  # type: ignore[call-overload]
                 region_name=settings.region,
                 endpoint_url=settings.aws_endpoint_url,
                 config=Config(
-                    retries={"mode": "standard", "max_attempts": 3},
+                    retries={"mode": "standard", "max_attempts": 3 if in_aws else 10},
                     connect_timeout=2,
-                    read_timeout=5,
+                    # The local emulator applies one request at a time, so under load a
+                    # call may queue behind hundreds of others; DynamoDB answers in ms.
+                    read_timeout=5 if in_aws else 120,
                     tcp_keepalive=True,
                     max_pool_connections=64,
                 ),

@@ -341,6 +341,7 @@ class DynamoMeter:
             cost_nano=cost,
             reserved_tokens=ticket.tokens,
             reserved_cost_nano=ticket.cost,
+            cached_tokens=actual.cached_tokens,
         )
         fixed: list[dict[str, Any]] = [{"Put": ledger_put(self._usage, settled)}]
         fixed += [{"Update": update} for update in counter_updates(self._usage, settled)]

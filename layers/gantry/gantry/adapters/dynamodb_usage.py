@@ -74,6 +74,7 @@ class Settled:
     cost_nano: int
     reserved_tokens: int
     reserved_cost_nano: int
+    cached_tokens: int = 0  # > 0 when the answer came from the response cache
 
     @property
     def hour(self) -> str:
@@ -98,6 +99,8 @@ def ledger_put(table: str, s: Settled) -> dict[str, Any]:
         "reserved_cost_nano": _n(s.reserved_cost_nano),
         "expires_at": _n(int(s.at) + LEDGER_TTL_SECONDS),
     }
+    if s.cached_tokens:
+        item["cached_tokens"] = _n(s.cached_tokens)
     return {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
 
 
@@ -107,7 +110,7 @@ def counter_updates(table: str, s: Settled) -> list[dict[str, Any]]:
         key_counter_key(s.key_id, s.hour, s.model, s.endpoint),
         org_counter_key(s.org_id, s.hour, s.key_id, s.model, s.endpoint),
     )
-    return [
+    updates: list[dict[str, Any]] = [
         {
             "TableName": table,
             "Key": key,
@@ -141,6 +144,11 @@ def counter_updates(table: str, s: Settled) -> list[dict[str, Any]]:
         }
         for key in keys
     ]
+    if s.cached_tokens:  # cache hits are counted apart as well
+        for update in updates:
+            update["UpdateExpression"] += ", cached_requests :one, cached_tokens :cached"
+            update["ExpressionAttributeValues"][":cached"] = _n(s.cached_tokens)
+    return updates
 
 
 def event_put(
@@ -181,6 +189,8 @@ def row_from_item(item: Mapping[str, Any]) -> UsageRow:
         prompt_tokens=number("prompt_tokens"),
         completion_tokens=number("completion_tokens"),
         cost_nano=number("cost_nano"),
+        cached_requests=number("cached_requests"),
+        cached_tokens=number("cached_tokens"),
     )
 
 

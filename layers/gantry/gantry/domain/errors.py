@@ -55,6 +55,12 @@ class Conflict(GantryError):
     default_code = "conflict"
 
 
+class Gone(GantryError):
+    """A model or route past its sunset date."""
+
+    default_code = "endpoint_retired"
+
+
 class PayloadTooLarge(GantryError):
     default_code = "payload_too_large"
 

@@ -4,14 +4,17 @@ prompt fits, and what the call costs. Providers do the work; this decides what i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Generic, TypeVar
 
 from gantry.domain.errors import ContextLengthExceeded, InvalidRequest
+from gantry.domain.lifecycle import ensure_model_available
 from gantry.domain.metering import Estimate
+from gantry.domain.model_router import ModelRouter, Prepared, Served
 from gantry.domain.registry import ModelSpec, Registry
 from gantry.ports import (
     ClassificationResult,
+    Clock,
     EmbeddingResult,
     GenerationResult,
     Message,
@@ -47,6 +50,8 @@ class Outcome:
     spec: ModelSpec
     prompt_tokens: int
     completion_tokens: int
+    # Prompt tokens served from the response cache: a hit is billed at the cached price.
+    cached_tokens: int = field(default=0, kw_only=True)
 
     @property
     def total_tokens(self) -> int:
@@ -54,6 +59,8 @@ class Outcome:
 
     @property
     def cost_usd(self) -> float:
+        if self.cached_tokens:
+            return self.spec.cached_cost_usd(self.prompt_tokens, self.completion_tokens)
         return self.spec.cost_usd(self.prompt_tokens, self.completion_tokens)
 
 
@@ -99,6 +106,21 @@ class Plan(Generic[OutcomeT]):
     prompt_tokens: int = 0
     # The same call, streamed (generation only): choices one after another.
     stream: Callable[[], Iterator[StreamEvent]] | None = None
+    # What the provider is asked, normalised (defaults filled in): the identity of a
+    # cacheable call. None for calls that are never cached.
+    call: Mapping[str, Any] | None = None
+    # Same call, same answer: no sampling, temperature 0, or a seed.
+    deterministic: bool = False
+    # Set when a stream starts: the model serving it (a fallback, when the model failed).
+    served: Served = field(default_factory=Served)
+
+    def as_served(self) -> Plan[OutcomeT]:
+        """This plan as the model that served its stream (itself unless a fallback did)."""
+        spec, tokens = self.served.spec, self.served.prompt_tokens
+        if spec is None or spec is self.spec:
+            return self
+        prompt_tokens = self.prompt_tokens if tokens is None else tokens
+        return replace(self, spec=spec, prompt_tokens=prompt_tokens)
 
 
 MAX_EMBEDDING_INPUTS = 2048
@@ -112,9 +134,25 @@ class InferenceService:
     before `plan.run()` spends anything.
     """
 
-    def __init__(self, registry: Registry, providers: Mapping[str, ModelProvider]) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        providers: Mapping[str, ModelProvider],
+        clock: Clock | None = None,
+        router: ModelRouter | None = None,
+    ) -> None:
         self.registry = registry
         self._providers = providers
+        self._clock = clock
+        # Retries, circuit breakers, hedging and fallbacks around every provider call.
+        self._router = router or ModelRouter(registry, providers)
+
+    def _resolve(self, model_id: str, capability: str) -> ModelSpec:
+        """The model for this capability, refused with 410 once it is past its sunset."""
+        spec = self.registry.for_capability(model_id, capability)
+        if self._clock is not None:
+            ensure_model_available(spec, self._clock.now())
+        return spec
 
     def provider(self, spec: ModelSpec) -> ModelProvider:
         provider = self._providers.get(spec.provider)
@@ -138,53 +176,117 @@ class InferenceService:
     def plan_chat(
         self, model_id: str, messages: Sequence[Message], sampling: Sampling
     ) -> Plan[GenerationOutcome]:
-        spec = self.registry.for_capability(model_id, "chat")
+        spec = self._resolve(model_id, "chat")
         provider = self.provider(spec)
         prompt_tokens = provider.count_chat_tokens(spec, messages)
         params = self._params(spec, sampling, prompt_tokens)
+        call = {
+            "messages": [[m.role, m.content, m.name] for m in messages],
+            "params": _params_identity(params),
+        }
+
+        served = Served()
+
+        def planned(s: ModelSpec, p: ModelProvider) -> tuple[SamplingParams, int]:
+            if s is spec:
+                return params, prompt_tokens
+            tokens = p.count_chat_tokens(s, messages)
+            return self._params(s, sampling, tokens), tokens
+
+        def buffered(s: ModelSpec, p: ModelProvider) -> Prepared[GenerationResult]:
+            ps, tokens = planned(s, p)
+            return Prepared(lambda: p.chat(s, messages, ps), tokens)
+
+        def streamed(s: ModelSpec, p: ModelProvider) -> Prepared[Iterator[StreamEvent]]:
+            ps, tokens = planned(s, p)
+            return Prepared(lambda: p.chat_stream(s, messages, ps), tokens)
 
         def run() -> GenerationOutcome:
-            result = provider.chat(spec, messages, params)
-            return GenerationOutcome(spec, result.prompt_tokens, result.completion_tokens, result)
+            by, result = self._router.call(spec, "chat", buffered)
+            return GenerationOutcome(by, result.prompt_tokens, result.completion_tokens, result)
 
         def stream() -> Iterator[StreamEvent]:
-            return provider.chat_stream(spec, messages, params)
+            return self._router.stream(spec, "chat", streamed, served)
 
         estimate = self._estimate(spec, prompt_tokens, params.max_tokens * params.n)
         instant = provider.is_instant(spec)
-        return Plan(spec, "chat.completions", estimate, instant, run, prompt_tokens, stream)
+        return Plan(
+            spec,
+            "chat.completions",
+            estimate,
+            instant,
+            run,
+            prompt_tokens,
+            stream,
+            call,
+            _deterministic(params),
+            served,
+        )
 
     def plan_completion(
         self, model_id: str, prompts: Sequence[str], sampling: Sampling
     ) -> Plan[CompletionOutcome]:
-        spec = self.registry.for_capability(model_id, "completions")
+        spec = self._resolve(model_id, "completions")
         provider = self.provider(spec)
         counted = [provider.count_tokens(spec, prompt) for prompt in prompts]
         plans = [self._params(spec, sampling, tokens) for tokens in counted]
 
-        def run() -> CompletionOutcome:
-            results = tuple(
-                provider.complete(spec, prompt, params)
-                for prompt, params in zip(prompts, plans, strict=True)
+        served = Served()
+
+        def planned(s: ModelSpec, p: ModelProvider) -> tuple[list[SamplingParams], list[int]]:
+            if s is spec:
+                return plans, counted
+            tokens = [p.count_tokens(s, prompt) for prompt in prompts]
+            return [self._params(s, sampling, t) for t in tokens], tokens
+
+        def buffered(s: ModelSpec, p: ModelProvider) -> Prepared[tuple[GenerationResult, ...]]:
+            ps, tokens = planned(s, p)
+            return Prepared(
+                lambda: tuple(p.complete(s, x, q) for x, q in zip(prompts, ps, strict=True)),
+                sum(tokens),
             )
+
+        def streamed(s: ModelSpec, p: ModelProvider) -> Prepared[Iterator[StreamEvent]]:
+            ps, tokens = planned(s, p)
+
+            def events() -> Iterator[StreamEvent]:
+                """Prompt after prompt; choice `i` of prompt `k` is index `k * n + i`."""
+                for number, (prompt, params) in enumerate(zip(prompts, ps, strict=True)):
+                    offset = number * params.n
+                    for event in p.complete_stream(s, prompt, params):
+                        yield replace(event, index=event.index + offset)
+
+            return Prepared(events, sum(tokens))
+
+        def run() -> CompletionOutcome:
+            by, results = self._router.call(spec, "completions", buffered)
             return CompletionOutcome(
-                spec,
+                by,
                 sum(r.prompt_tokens for r in results),
                 sum(r.completion_tokens for r in results),
                 results,
             )
 
         def stream() -> Iterator[StreamEvent]:
-            """Prompt after prompt; choice `i` of prompt `p` is index `p * n + i`."""
-            for number, (prompt, params) in enumerate(zip(prompts, plans, strict=True)):
-                offset = number * params.n
-                for event in provider.complete_stream(spec, prompt, params):
-                    yield replace(event, index=event.index + offset)
+            return self._router.stream(spec, "completions", streamed, served)
 
         reserved = sum(p.max_tokens * p.n for p in plans)
         estimate = self._estimate(spec, sum(counted), reserved)
         instant = provider.is_instant(spec)
-        return Plan(spec, "completions", estimate, instant, run, sum(counted), stream)
+        call = {"prompts": list(prompts), "params": [_params_identity(p) for p in plans]}
+        deterministic = all(_deterministic(p) for p in plans)
+        return Plan(
+            spec,
+            "completions",
+            estimate,
+            instant,
+            run,
+            sum(counted),
+            stream,
+            call,
+            deterministic,
+            served,
+        )
 
     def _params(self, spec: ModelSpec, sampling: Sampling, prompt_tokens: int) -> SamplingParams:
         for param, capability in sampling.features.items():
@@ -238,7 +340,7 @@ class InferenceService:
     def plan_embedding(
         self, model_id: str, inputs: Sequence[str], dimensions: int | None
     ) -> Plan[EmbeddingOutcome]:
-        spec = self.registry.for_capability(model_id, "embeddings")
+        spec = self._resolve(model_id, "embeddings")
         provider = self.provider(spec)
         full = spec.embedding_dimensions
         if dimensions is not None and full is not None and not 1 <= dimensions <= full:
@@ -254,35 +356,63 @@ class InferenceService:
                 raise context_exceeded(spec, tokens, 0, f"input[{index}]")
             total += tokens
 
-        def run() -> EmbeddingOutcome:
-            result = provider.embed(spec, inputs, dimensions)
-            return EmbeddingOutcome(spec, result.prompt_tokens, 0, result)
+        def attempt(s: ModelSpec, p: ModelProvider) -> Prepared[EmbeddingResult]:
+            size = s.embedding_dimensions
+            if s is not spec and dimensions is not None and size is not None and dimensions > size:
+                raise InvalidRequest("too few dimensions", code="invalid_value", param="dimensions")
+            return Prepared(lambda: p.embed(s, inputs, dimensions))
 
-        return Plan(spec, "embeddings", self._estimate(spec, total, 0), False, run)
+        def run() -> EmbeddingOutcome:
+            by, result = self._router.call(spec, "embeddings", attempt, hedge=True)
+            return EmbeddingOutcome(by, result.prompt_tokens, 0, result)
+
+        call = {"inputs": list(inputs), "dimensions": dimensions}
+        estimate = self._estimate(spec, total, 0)
+        return Plan(spec, "embeddings", estimate, False, run, call=call, deterministic=True)
 
     def plan_classification(
         self, model_id: str, inputs: Sequence[str], labels: Sequence[str]
     ) -> Plan[ClassificationOutcome]:
-        spec = self.registry.for_capability(model_id, "classifications")
+        spec = self._resolve(model_id, "classifications")
         provider = self.provider(spec)
         total = sum(provider.count_tokens(spec, t) for t in [*inputs, *labels])
 
-        def run() -> ClassificationOutcome:
-            result = provider.classify(spec, inputs, labels)
-            return ClassificationOutcome(spec, result.prompt_tokens, 0, result)
+        def attempt(s: ModelSpec, p: ModelProvider) -> Prepared[ClassificationResult]:
+            return Prepared(lambda: p.classify(s, inputs, labels))
 
-        return Plan(spec, "classifications", self._estimate(spec, total, 0), False, run)
+        def run() -> ClassificationOutcome:
+            by, result = self._router.call(spec, "classifications", attempt, hedge=True)
+            return ClassificationOutcome(by, result.prompt_tokens, 0, result)
+
+        call = {"inputs": list(inputs), "labels": list(labels)}
+        estimate = self._estimate(spec, total, 0)
+        return Plan(spec, "classifications", estimate, False, run, call=call, deterministic=True)
 
     def plan_moderation(self, model_id: str, inputs: Sequence[str]) -> Plan[ModerationOutcome]:
-        spec = self.registry.for_capability(model_id, "moderations")
+        spec = self._resolve(model_id, "moderations")
         provider = self.provider(spec)
         total = sum(provider.count_tokens(spec, t) for t in inputs)
 
+        def attempt(s: ModelSpec, p: ModelProvider) -> Prepared[ModerationResult]:
+            return Prepared(lambda: p.moderate(s, inputs))
+
         def run() -> ModerationOutcome:
-            result = provider.moderate(spec, inputs)
-            return ModerationOutcome(spec, result.prompt_tokens, 0, result)
+            by, result = self._router.call(spec, "moderations", attempt, hedge=True)
+            return ModerationOutcome(by, result.prompt_tokens, 0, result)
 
         return Plan(spec, "moderations", self._estimate(spec, total, 0), False, run)
+
+
+def _params_identity(params: SamplingParams) -> dict[str, Any]:
+    # Every field, so a parameter added later can never be left out of the cache key.
+    identity = {f.name: getattr(params, f.name) for f in fields(params)}
+    identity["logit_bias"] = {str(k): v for k, v in sorted(params.logit_bias.items())}
+    identity["stop"] = list(params.stop)
+    return identity
+
+
+def _deterministic(params: SamplingParams) -> bool:
+    return params.temperature == 0 or params.seed is not None
 
 
 def context_exceeded(

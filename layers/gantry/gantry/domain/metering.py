@@ -28,6 +28,8 @@ class Actual:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
+    # Prompt tokens served from the response cache (a hit bills at the cached price).
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

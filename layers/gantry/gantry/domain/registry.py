@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 from gantry.domain.errors import InvalidRequest, NotFound
+from gantry.domain.model_policy import ModelPolicy, provider_options
 
 CAPABILITIES = frozenset(
     {
@@ -52,6 +53,14 @@ class ModelSpec:
     sunset_date: date | None = None
     replacement: str | None = None
     description: str = ""
+    # Prices of a response served from the cache (zero unless the registry says otherwise).
+    cached_input_price_per_million: float = 0.0
+    cached_output_price_per_million: float = 0.0
+    # Serving policy (fallbacks, hedging, timeouts) and adapter settings from the registry.
+    policy: ModelPolicy = field(default_factory=ModelPolicy)
+    provider_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    # A fine-tuned model belongs to one organization; None for the public catalogue.
+    owner_org: str | None = None
 
     def supports(self, capability: str) -> bool:
         return capability in self.capabilities
@@ -60,6 +69,13 @@ class ModelSpec:
         cost = (
             prompt_tokens * self.input_price_per_million
             + completion_tokens * self.output_price_per_million
+        ) / 1_000_000
+        return round(cost, 10)
+
+    def cached_cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        cost = (
+            prompt_tokens * self.cached_input_price_per_million
+            + completion_tokens * self.cached_output_price_per_million
         ) / 1_000_000
         return round(cost, 10)
 
@@ -88,6 +104,10 @@ class ModelSpec:
             sunset_date=_date(raw.get("sunset_date")),
             replacement=raw.get("replacement"),
             description=raw.get("description", ""),
+            cached_input_price_per_million=float(pricing.get("cached_input_per_million", 0.0)),
+            cached_output_price_per_million=float(pricing.get("cached_output_per_million", 0.0)),
+            policy=ModelPolicy.from_dict(raw),
+            provider_options=provider_options(raw),
         )
 
 
@@ -98,6 +118,8 @@ def _date(value: str | None) -> date | None:
 class Registry:
     def __init__(self, models: Iterable[ModelSpec]) -> None:
         self._models = {m.id: m for m in models}
+        # Resolves ids the catalogue does not list (fine-tuned models), then remembered.
+        self.loader: Callable[[str], ModelSpec | None] | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Registry:
@@ -111,10 +133,15 @@ class Registry:
         return sorted(self._models.values(), key=lambda m: m.id)
 
     def find(self, model_id: str) -> ModelSpec | None:
-        return self._models.get(model_id)
+        spec = self._models.get(model_id)
+        if spec is None and self.loader is not None and model_id.startswith("ft:"):
+            spec = self.loader(model_id)
+            if spec is not None:
+                self.register(spec)
+        return spec
 
     def get(self, model_id: str) -> ModelSpec:
-        spec = self._models.get(model_id)
+        spec = self.find(model_id)
         if spec is None:
             raise NotFound(
                 f"The model '{model_id}' does not exist. GET /v1/models lists the models "
@@ -128,7 +155,7 @@ class Registry:
         """The model, or a 400 if it exists but cannot serve this kind of request."""
         spec = self.get(model_id)
         if not spec.supports(capability):
-            able = [m.id for m in self.all() if m.supports(capability)]
+            able = [m.id for m in self.all() if m.supports(capability) and not m.owner_org]
             raise InvalidRequest(
                 f"The model '{model_id}' does not support {capability}. "
                 f"Models that do: {', '.join(able) or 'none'}.",

@@ -40,6 +40,8 @@ class UsageRow:
     prompt_tokens: int
     completion_tokens: int
     cost_nano: int
+    cached_requests: int = 0  # of `requests`, those answered from the response cache
+    cached_tokens: int = 0
 
 
 @dataclass
@@ -48,12 +50,16 @@ class Totals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_nano: int = 0
+    cached_requests: int = 0
+    cached_tokens: int = 0
 
     def add(self, row: UsageRow) -> None:
         self.requests += row.requests
         self.prompt_tokens += row.prompt_tokens
         self.completion_tokens += row.completion_tokens
         self.cost_nano += row.cost_nano
+        self.cached_requests += row.cached_requests
+        self.cached_tokens += row.cached_tokens
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +68,8 @@ class Totals:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "cost_usd": usd(self.cost_nano),
+            "cached_requests": self.cached_requests,
+            "cached_tokens": self.cached_tokens,
         }
 
 

@@ -13,15 +13,33 @@ from gantry import __version__
 from gantry.config import get_settings
 from gantry.http.errors import install_error_handlers
 from gantry.http.middleware import GantryMiddleware
-from gantry.http.routers import completions, inference, keys, models, ops, usage
+from gantry.http.pipeline import install_response_middleware
+from gantry.http.routers import (
+    completions,
+    conversations,
+    files,
+    fine_tuning,
+    inference,
+    keys,
+    models,
+    ops,
+    usage,
+    v2,
+    webhooks,
+)
 
 FAMILIES = {
     "completions": completions.router,
+    "conversations": conversations.router,
+    "files": files.router,
+    "fine_tuning": fine_tuning.router,
     "inference": inference.router,
     "keys": keys.router,
     "models": models.router,
     "ops": ops.router,
     "usage": usage.router,
+    "v2": v2.router,
+    "webhooks": webhooks.router,
 }
 
 DESCRIPTION = """
@@ -66,5 +84,6 @@ def create_app(families: Iterable[str] | None = None) -> FastAPI:
     for family in chosen:
         app.include_router(FAMILIES[family])
     install_error_handlers(app)
+    install_response_middleware(app, api_routes(chosen))
     app.add_middleware(GantryMiddleware, max_body_bytes=get_settings().max_body_bytes)
     return app

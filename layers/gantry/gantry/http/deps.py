@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from gantry.domain.auth import require_scope, split_bearer
 from gantry.domain.key_management import LastUseTracker
 from gantry.domain.keys import KeyRecord, Principal
+from gantry.http.timing import timings_of
 from gantry.runtime import Runtime, get_runtime
 
 logger = logging.getLogger("gantry.http")
@@ -62,11 +63,12 @@ class Scope:
             return known
         rt = get_runtime()
         authenticator = rt.authenticator
-        key_id, secret = split_bearer(request.headers.get("authorization"))
-        hit, record = authenticator.cached(key_id)
-        if not hit:
-            record = await run_in_threadpool(authenticator.load, key_id)
-        principal = authenticator.verify(record, secret)
+        with timings_of(request).measure("auth"):
+            key_id, secret = split_bearer(request.headers.get("authorization"))
+            hit, record = authenticator.cached(key_id)
+            if not hit:
+                record = await run_in_threadpool(authenticator.load, key_id)
+            principal = authenticator.verify(record, secret)
         if record is not None:
             note_use(rt, record)
         request.state.principal = principal
@@ -100,4 +102,6 @@ CompletionsKey = Annotated[Principal, Depends(Scope("completions:write"))]
 ModelsKey = Annotated[Principal, Depends(Scope("models:read"))]
 KeysReader = Annotated[Principal, Depends(Scope("keys:read"))]
 KeysWriter = Annotated[Principal, Depends(Scope("keys:write"))]
+ConversationsReader = Annotated[Principal, Depends(Scope("conversations:read"))]
+ConversationsWriter = Annotated[Principal, Depends(Scope("conversations:write"))]
 CurrentRuntime = Annotated[Runtime, Depends(runtime)]

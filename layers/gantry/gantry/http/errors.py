@@ -26,6 +26,7 @@ _STATUS: tuple[tuple[type[e.GantryError], int, str], ...] = (
     (e.PermissionDenied, 403, "permission_error"),
     (e.NotFound, 404, "invalid_request_error"),
     (e.Conflict, 409, "invalid_request_error"),
+    (e.Gone, 410, "invalid_request_error"),
     (e.QuotaExceeded, 429, "insufficient_quota"),
     (e.RateLimited, 429, "rate_limit_error"),
     (e.ModelOutputInvalid, 502, "server_error"),

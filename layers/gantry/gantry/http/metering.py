@@ -8,33 +8,72 @@ from starlette.concurrency import run_in_threadpool
 from gantry.domain.inference import OutcomeT, Plan
 from gantry.domain.keys import Principal
 from gantry.domain.metering import Actual, Admission
+from gantry.domain.model_access import require_visible
+from gantry.http import caching
 from gantry.http.errors import request_id_of
+from gantry.http.timing import timings_of
 from gantry.runtime import Runtime
 
 
 async def metered(
-    rt: Runtime, request: Request, principal: Principal, plan: Plan[OutcomeT]
+    rt: Runtime,
+    request: Request,
+    principal: Principal,
+    plan: Plan[OutcomeT],
+    *,
+    request_id: str | None = None,
 ) -> tuple[OutcomeT, Admission]:
-    """Admit the plan's estimate, run it, settle what it really used.
+    """Admit the plan's estimate, run it (or serve it from the response cache), settle what
+    it really used.
 
     The three steps share one worker thread (one hop per request); when neither the meter
     nor the model does I/O they run on the event loop. A call that fails releases its
-    reservation, so a provider error never costs the caller quota.
+    reservation, so a provider error never costs the caller quota. The cache lookup runs
+    alongside admission and the cache write alongside settlement, so caching adds no
+    round trip of its own to the response time.
     """
+    require_visible(plan.spec, principal.org_id)
     meter = rt.meter
-    request_id = request_id_of(request) or ""
+    # A request that makes several model calls settles each under its own id.
+    request_id = request_id or request_id_of(request) or ""
+    cache = caching.cache_context(rt, request, principal, plan)
+    timings = timings_of(request)
 
     def call() -> tuple[OutcomeT, Admission]:
-        admission = meter.admit(request_id, principal, plan.endpoint, plan.spec, plan.estimate)
+        pending = None
+        if cache is not None and (cache.policy.lookup or cache.index is not None):
+            pending = caching.pool().submit(caching.lookup, rt, cache, plan)
+        with timings.measure("admission"):
+            admission = meter.admit(request_id, principal, plan.endpoint, plan.spec, plan.estimate)
+        hit = None
+        if pending is not None:
+            hit = pending.result()
+            timings.add("cache", cache.lookup_ms if cache is not None else 0.0)
         try:
-            outcome = plan.run()
+            if hit is not None:
+                outcome: OutcomeT = hit  # type: ignore[assignment]
+            else:
+                with timings.measure("model"):
+                    outcome = plan.run()
         except BaseException:
             meter.release(admission)
             raise
-        actual = Actual(outcome.prompt_tokens, outcome.completion_tokens, outcome.cost_usd)
-        meter.settle(admission, actual)
+        writes = []
+        if cache is not None and hit is None and cache.policy.store:
+            writes = caching.store(rt, cache, outcome)
+        actual = Actual(
+            outcome.prompt_tokens,
+            outcome.completion_tokens,
+            outcome.cost_usd,
+            outcome.cached_tokens,
+        )
+        with timings.measure("settlement"):
+            meter.settle(admission, actual)
+        caching.wait(writes)
+        if cache is not None:
+            admission.headers.update(cache.headers())
         return outcome, admission
 
-    if plan.instant and meter.inline:
+    if plan.instant and meter.inline and (cache is None or not cache.active):
         return call()
     return await run_in_threadpool(call)

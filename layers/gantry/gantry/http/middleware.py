@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gantry.domain.errors import PayloadTooLarge
 from gantry.http.errors import internal_error_response, render_gantry_error
+from gantry.http.timing import mark_start
 
 logger = logging.getLogger("gantry.http")
 
@@ -46,6 +47,7 @@ class GantryMiddleware:
         started = time.perf_counter()
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
+        mark_start(scope, started)
         response_started = False
 
         async def send_with_headers(message: Message) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from starlette.responses import Response
 
 from gantry.domain.inference import Outcome
+from gantry.domain.lifecycle import Lifecycle, model_lifecycle
 from gantry.domain.metering import Admission
 from gantry.domain.registry import ModelSpec
 
@@ -36,23 +37,39 @@ def _midnight(day: date) -> datetime:
 
 
 def deprecation_headers(
-    deprecated_on: date | None, sunset_on: date | None, successor: str | None
+    deprecated_on: date | None,
+    sunset_on: date | None,
+    successor: str | None,
+    guide: str | None = None,
 ) -> dict[str, str]:
-    """RFC 9745 `Deprecation`, RFC 8594 `Sunset`, and a `Link` to the successor."""
+    """RFC 9745 `Deprecation`, RFC 8594 `Sunset`, and `Link`s to the migration guide
+    (rel="deprecation") and to the successor (rel="successor-version")."""
     headers: dict[str, str] = {}
     if deprecated_on is not None:
         headers["deprecation"] = f"@{int(_midnight(deprecated_on).timestamp())}"
     if sunset_on is not None:
         headers["sunset"] = format_datetime(_midnight(sunset_on), usegmt=True)
+    links = []
+    if guide is not None and headers:
+        links.append(f'<{guide}>; rel="deprecation"')
     if successor is not None and headers:
-        headers["link"] = f'<{successor}>; rel="successor-version"'
+        links.append(f'<{successor}>; rel="successor-version"')
+    if links:
+        headers["link"] = ", ".join(links)
     return headers
 
 
+def lifecycle_headers(lifecycle: Lifecycle | None) -> dict[str, str]:
+    if lifecycle is None:
+        return {}
+    return deprecation_headers(
+        lifecycle.deprecated_on, lifecycle.sunset_on, lifecycle.successor, lifecycle.guide
+    )
+
+
 def model_headers(spec: ModelSpec) -> dict[str, str]:
-    successor = f"/v1/models/{spec.replacement}" if spec.replacement else None
     headers = {"x-model-version": spec.version}
-    headers.update(deprecation_headers(spec.deprecation_date, spec.sunset_date, successor))
+    headers.update(lifecycle_headers(model_lifecycle(spec)))
     return headers
 
 
@@ -60,12 +77,26 @@ def inference_headers(outcome: Outcome, admission: Admission) -> dict[str, str]:
     headers = model_headers(outcome.spec)
     headers["x-cost-usd"] = f"{outcome.cost_usd:.10f}".rstrip("0").rstrip(".") or "0"
     headers.update(admission.headers)
+    headers.update(fallback_headers(admission.model, outcome.spec))
     return headers
 
 
-def usage(prompt_tokens: int, completion_tokens: int | None) -> dict[str, int]:
-    body = {"prompt_tokens": prompt_tokens}
+def fallback_headers(requested: ModelSpec, served: ModelSpec) -> dict[str, str]:
+    """When a registry fallback served the request (the requested model's provider failed):
+    the model that did, which is also the body's `model`."""
+    if requested.id == served.id:
+        return {}
+    return {"x-gantry-fallback-model": served.id, "x-gantry-requested-model": requested.id}
+
+
+def usage(
+    prompt_tokens: int, completion_tokens: int | None, cached_tokens: int = 0
+) -> dict[str, Any]:
+    """OpenAI's usage object; a cache hit adds `prompt_tokens_details.cached_tokens`."""
+    body: dict[str, Any] = {"prompt_tokens": prompt_tokens}
     if completion_tokens is not None:
         body["completion_tokens"] = completion_tokens
     body["total_tokens"] = prompt_tokens + (completion_tokens or 0)
+    if cached_tokens:
+        body["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
     return body

@@ -24,8 +24,9 @@ from gantry.domain.errors import GantryError
 from gantry.domain.inference import OutcomeT, Plan
 from gantry.domain.keys import Principal
 from gantry.domain.metering import Actual, Admission
+from gantry.domain.model_access import require_visible
 from gantry.http.errors import envelope, request_id_of, status_of
-from gantry.http.responses import model_headers, new_id, usage
+from gantry.http.responses import fallback_headers, model_headers, new_id, usage
 from gantry.http.sse import DONE, PING, EventStreamResponse, data_frame
 from gantry.ports import ChoiceDone, StreamEvent, TextDelta
 from gantry.runtime import Runtime
@@ -53,6 +54,8 @@ class ProviderPump:
         self._closed = False
         self.generated: dict[int, int] = {}
         self.finished: dict[int, int] = {}
+        self.texts: dict[int, list[str]] = {}
+        self.finish_reasons: dict[int, str] = {}
 
     def next(self) -> StreamEvent | _End:
         with self._lock:
@@ -64,8 +67,10 @@ class ProviderPump:
                 return END
             if isinstance(event, TextDelta):
                 self.generated[event.index] = self.generated.get(event.index, 0) + event.tokens
+                self.texts.setdefault(event.index, []).append(event.text)
             else:
                 self.finished[event.index] = event.completion_tokens
+                self.finish_reasons[event.index] = event.finish_reason
             if self._closed:
                 self._stop_provider()
             return event
@@ -93,6 +98,44 @@ class ProviderPump:
         """Exact counts for finished choices, tokens generated so far for the others."""
         running = sum(n for i, n in self.generated.items() if i not in self.finished)
         return sum(self.finished.values()) + running
+
+    def text(self, index: int = 0) -> str:
+        return "".join(self.texts.get(index, ()))
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """What a stream produced (its first choice), for a caller that keeps it."""
+
+    text: str
+    finish_reason: str | None  # None: the stream ended before the choice finished
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+class _Completion:
+    """Hands the stream's result to `callback` exactly once: before `[DONE]` when the stream
+    succeeds (so a client that saw `[DONE]` can read it back), after settlement otherwise."""
+
+    def __init__(
+        self, callback: Callable[[StreamResult], None], plan: Plan[Any], pump: ProviderPump
+    ) -> None:
+        self._callback: Callable[[StreamResult], None] | None = callback
+        self._plan = plan
+        self._pump = pump
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        with self._lock:
+            callback, self._callback = self._callback, None
+        if callback is None:
+            return
+        completion = self._pump.settled_tokens()
+        prompt = self._plan.prompt_tokens
+        cost = self._plan.spec.cost_usd(prompt, completion)
+        reason = self._pump.finish_reasons.get(0)
+        callback(StreamResult(self._pump.text(0), reason, prompt, completion, cost))
 
 
 @dataclass
@@ -140,8 +183,10 @@ async def stream_response(
     plan: Plan[OutcomeT],
     fmt: ChunkFormat,
     usage_interval: int | None,
+    on_complete: Callable[[StreamResult], None] | None = None,
 ) -> EventStreamResponse:
     assert plan.stream is not None
+    require_visible(plan.spec, principal.org_id)
     meter = rt.meter
     request_id = request_id_of(request) or ""
     admission = await _call(
@@ -154,8 +199,14 @@ async def stream_response(
         pump.close()
         await _call(meter.inline, meter.release, admission)
         raise
-    frames = _frames(rt, plan, fmt, pump, first, admission, usage_interval, request_id)
-    return EventStreamResponse(frames, {**model_headers(plan.spec), **admission.headers})
+    requested, plan = plan.spec, plan.as_served()  # a fallback may serve the stream
+    fmt.model = plan.spec.id
+    completion = _Completion(on_complete, plan, pump) if on_complete is not None else None
+    frames = _frames(rt, plan, fmt, pump, first, admission, usage_interval, request_id, completion)
+    return EventStreamResponse(
+        frames,
+        {**model_headers(plan.spec), **admission.headers, **fallback_headers(requested, plan.spec)},
+    )
 
 
 async def _call(inline: bool, fn: Callable[..., Any], *args: Any) -> Any:
@@ -171,6 +222,7 @@ async def _frames(
     admission: Admission,
     usage_interval: int | None,
     request_id: str,
+    completion: _Completion | None = None,
 ) -> AsyncIterator[bytes]:
     heartbeat = rt.settings.heartbeat_seconds
     started: set[int] = set()
@@ -204,6 +256,8 @@ async def _frames(
             event = waiting.result()
         if fmt.include_usage:
             yield data_frame(fmt.chunk([], usage(plan.prompt_tokens, pump.completion_tokens)))
+        if completion is not None:
+            await run_in_threadpool(completion.run)
         yield DONE
     except (asyncio.CancelledError, GeneratorExit):
         raise
@@ -211,7 +265,7 @@ async def _frames(
         yield data_frame(_error_body(exc, request_id))
     finally:
         pump.close()
-        _settle_once(rt, plan, admission, pump)
+        _settle_once(rt, plan, admission, pump, handoff=completion)
 
 
 def _error_body(exc: Exception, request_id: str) -> dict[str, Any]:
@@ -241,7 +295,11 @@ def _error_body(exc: Exception, request_id: str) -> dict[str, Any]:
 
 
 def _settle_once(
-    rt: Runtime, plan: Plan[OutcomeT], admission: Admission, pump: ProviderPump
+    rt: Runtime,
+    plan: Plan[OutcomeT],
+    admission: Admission,
+    pump: ProviderPump,
+    handoff: _Completion | None = None,
 ) -> None:
     """Settle on a worker thread that outlives this (possibly cancelled) stream, once the
     provider call in flight (if any) has returned, so its token is billed too."""
@@ -253,5 +311,12 @@ def _settle_once(
             rt.meter.settle(admission, Actual(plan.prompt_tokens, completion, cost))
         except Exception:
             logger.exception("settling a stream failed", extra={"request_id": admission.request_id})
+        if handoff is not None:
+            try:
+                handoff.run()
+            except Exception:
+                logger.exception(
+                    "keeping a stream's result failed", extra={"request_id": admission.request_id}
+                )
 
     threading.Thread(target=settle, name="gantry-settle").start()

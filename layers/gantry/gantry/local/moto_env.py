@@ -66,9 +66,13 @@ def use_fake_credentials() -> None:
 
 def start_moto_server(host: str = "127.0.0.1", port: int = 0) -> LocalAws:
     from moto.server import ThreadedMotoServer
+    from werkzeug.serving import BaseWSGIServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     use_fake_credentials()
+    # Accept bursts of hundreds of connections (tests race 300 threads) instead of
+    # refusing those beyond werkzeug's default backlog of 128.
+    BaseWSGIServer.request_queue_size = 1024
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     serialize(server)

@@ -15,6 +15,7 @@ from gantry.config import get_settings
 from gantry.domain.keys import new_api_key
 from gantry.domain.orgs import Organization
 from gantry.http.app import create_app
+from gantry.local.job_resources import provision as provision_jobs
 from gantry.local.moto_env import (
     LOCAL_ORG,
     LocalAws,
@@ -22,6 +23,7 @@ from gantry.local.moto_env import (
     key_record,
     start_moto_server,
 )
+from gantry.local.workers import Workers
 from gantry.runtime import Runtime, set_runtime
 
 
@@ -30,15 +32,25 @@ class LocalStack:
     aws: LocalAws
     runtime: Runtime
     admin_key: str
+    workers: Workers | None = None
+
+    def stop(self) -> None:
+        if self.workers is not None:
+            self.workers.stop()
+        self.aws.stop()
 
 
-def bootstrap(admin_key: str | None = None) -> LocalStack:
-    """Start moto, point the settings at it, create the tables and seed an admin key."""
+def bootstrap(admin_key: str | None = None, start_workers: bool = False) -> LocalStack:
+    """Start moto, point the settings at it, create the tables, the job resources (bucket,
+    queues, fine-tuning state machine) and seed an admin key; with `start_workers`, run the
+    queue workers on background threads."""
     aws = start_moto_server()
     os.environ["GANTRY_AWS_ENDPOINT_URL"] = aws.endpoint_url
     os.environ.setdefault("GANTRY_ENV", "local")
     get_settings.cache_clear()
     reset_clients()
+    os.environ.update(provision_jobs(get_settings()).environment())
+    get_settings.cache_clear()
     runtime = Runtime(get_settings())
     set_runtime(runtime)
     create_tables(client("dynamodb", runtime.settings), runtime.settings)
@@ -51,7 +63,8 @@ def bootstrap(admin_key: str | None = None) -> LocalStack:
         warm = getattr(provider, "warm", None)
         if callable(warm):
             warm()
-    return LocalStack(aws=aws, runtime=runtime, admin_key=key)
+    workers = Workers(runtime).start() if start_workers else None
+    return LocalStack(aws=aws, runtime=runtime, admin_key=key, workers=workers)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -67,7 +80,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(host: str, port: int, admin_key: str | None, banner: bool = True) -> None:
     """Serve until interrupted (`make dev`)."""
-    stack = bootstrap(admin_key)
+    stack = bootstrap(admin_key, start_workers=True)
     sock = bind(host, port)
     bound_port = sock.getsockname()[1]
     if banner:
@@ -85,7 +98,7 @@ def serve(host: str, port: int, admin_key: str | None, banner: bool = True) -> N
     try:
         server.run(sockets=[sock])
     finally:
-        stack.aws.stop()
+        stack.stop()
 
 
 class BackgroundServer:
@@ -98,7 +111,7 @@ class BackgroundServer:
     def __init__(
         self, admin_key: str | None = None, host: str = "127.0.0.1", runtime: Runtime | None = None
     ) -> None:
-        self.stack = None if runtime is not None else bootstrap(admin_key)
+        self.stack = None if runtime is not None else bootstrap(admin_key, start_workers=True)
         self.sock = bind(host, 0)
         self.base_url = f"http://{host}:{self.sock.getsockname()[1]}"
         config = uvicorn.Config(create_app(), log_level="warning", access_log=False)
@@ -119,4 +132,4 @@ class BackgroundServer:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         if self.stack is not None:
-            self.stack.aws.stop()
+            self.stack.stop()

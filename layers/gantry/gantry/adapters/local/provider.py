@@ -56,12 +56,20 @@ class LocalProvider:
         self._lock = threading.Lock()
         self._language_models: dict[str, NGramModel] = {}
         self._generators: dict[str, Generator] = {}
+        self._classifiers: dict[str, classifier.ZeroShotClassifier] = {}
 
     def register_language_model(self, provider_model_id: str, model: NGramModel) -> None:
         """Serve `model` (e.g. `base_model().with_extra_texts(...)`) under this id."""
         with self._lock:
             self._language_models[provider_model_id] = model
             self._generators.pop(provider_model_id, None)
+
+    def register_classifier(
+        self, provider_model_id: str, model: classifier.ZeroShotClassifier
+    ) -> None:
+        """Serve a classifier that learned examples (`with_examples`) under this id."""
+        with self._lock:
+            self._classifiers[provider_model_id] = model
 
     def is_instant(self, model: ModelSpec) -> bool:
         return model.provider_model_id == ECHO
@@ -132,14 +140,16 @@ class LocalProvider:
     def classify(
         self, model: ModelSpec, inputs: Sequence[str], labels: Sequence[str]
     ) -> ClassificationResult:
-        _require(model, CLASSIFIER, "classifications")
+        tuned = self._classifiers.get(model.provider_model_id)
+        if tuned is None:
+            _require(model, CLASSIFIER, "classifications")
         if not labels or len(set(labels)) != len(labels):
             raise InvalidRequest(
                 "'labels' must be a non-empty list of distinct labels.",
                 code="invalid_value",
                 param="labels",
             )
-        zero_shot = classifier.base_model()
+        zero_shot = tuned or classifier.base_model()
         scores = tuple(zero_shot.classify(text, labels) for text in inputs)
         billed = sum(tokenizer.count(text) for text in [*inputs, *labels])
         return ClassificationResult(scores, billed)

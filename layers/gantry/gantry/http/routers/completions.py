@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import date
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,13 +13,7 @@ from gantry.domain.inference import Sampling
 from gantry.http.body import JSONBodyRoute
 from gantry.http.deps import CompletionsKey, CurrentRuntime
 from gantry.http.metering import metered
-from gantry.http.responses import (
-    deprecation_headers,
-    inference_headers,
-    json_response,
-    new_id,
-    usage,
-)
+from gantry.http.responses import inference_headers, json_response, new_id, usage
 from gantry.http.schemas.chat import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -34,9 +27,6 @@ from gantry.ports import Generation, Message, TokenLogprob
 
 router = APIRouter(prefix="/v1", tags=["completions"], route_class=JSONBodyRoute)
 
-LEGACY_COMPLETIONS_DEPRECATED = date(2026, 1, 1)
-LEGACY_COMPLETIONS_SUNSET = date(2027, 12, 31)
-
 _ALWAYS_UNSUPPORTED = {  # chat parameter -> capability a model needs to honour it
     "audio": "audio",
     "prediction": "predicted_outputs",
@@ -44,6 +34,8 @@ _ALWAYS_UNSUPPORTED = {  # chat parameter -> capability a model needs to honour 
     "verbosity": "reasoning",
     "web_search_options": "web_search",
 }
+# Streams are neither served from nor written to the response cache.
+STREAM_CACHE_HEADERS = {"x-cache-status": "BYPASS"}
 _TOOL_PARAMS = ("tools", "tool_choice", "parallel_tool_calls", "functions", "function_call")
 
 
@@ -80,7 +72,9 @@ async def create_chat_completion(
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
         )
         interval = body.stream_options.usage_interval_tokens if body.stream_options else None
-        return await stream_response(rt, request, principal, plan, fmt, interval)
+        streamed = await stream_response(rt, request, principal, plan, fmt, interval)
+        streamed.stream_headers.update(STREAM_CACHE_HEADERS)
+        return streamed
     outcome, admission = await metered(rt, request, principal, plan)
     choices = [
         {
@@ -99,7 +93,7 @@ async def create_chat_completion(
         "system_fingerprint": _fingerprint(outcome.spec.version),
         "service_tier": "default",
         "choices": choices,
-        "usage": usage(outcome.prompt_tokens, outcome.completion_tokens),
+        "usage": usage(outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens),
     }
     return json_response(payload, headers=inference_headers(outcome, admission))
 
@@ -296,9 +290,6 @@ async def create_completion(
         n=best_of,
     )
     plan = rt.inference.plan_completion(body.model, prompts, sampling)
-    route_headers = deprecation_headers(
-        LEGACY_COMPLETIONS_DEPRECATED, LEGACY_COMPLETIONS_SUNSET, "/v1/chat/completions"
-    )
     if body.stream:
         fmt = ChunkFormat(
             "text_completion",
@@ -310,7 +301,7 @@ async def create_completion(
         )
         interval = body.stream_options.usage_interval_tokens if body.stream_options else None
         response = await stream_response(rt, request, principal, plan, fmt, interval)
-        response.stream_headers.update(route_headers)
+        response.stream_headers.update(STREAM_CACHE_HEADERS)
         return response
     outcome, admission = await metered(rt, request, principal, plan)
     choices: list[dict[str, Any]] = []
@@ -333,13 +324,9 @@ async def create_completion(
         "model": outcome.spec.id,
         "system_fingerprint": _fingerprint(outcome.spec.version),
         "choices": choices,
-        "usage": usage(outcome.prompt_tokens, outcome.completion_tokens),
+        "usage": usage(outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens),
     }
-    headers = inference_headers(outcome, admission)
-    if "link" in headers:
-        route_headers["link"] = f"{route_headers['link']}, {headers['link']}"
-    headers.update(route_headers)
-    return json_response(payload, headers=headers)
+    return json_response(payload, headers=inference_headers(outcome, admission))
 
 
 def _prompts(body: CompletionRequest) -> tuple[list[str], dict[str, str]]:

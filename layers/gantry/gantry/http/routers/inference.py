@@ -55,7 +55,7 @@ async def create_embeddings(
         "object": "list",
         "data": data,
         "model": outcome.spec.id,
-        "usage": usage(outcome.prompt_tokens, None),
+        "usage": usage(outcome.prompt_tokens, None, outcome.cached_tokens),
     }
     return json_response(payload, headers=inference_headers(outcome, admission))
 
@@ -136,7 +136,7 @@ async def create_classification(
         "created": int(time.time()),
         "model": outcome.spec.id,
         "results": results,
-        "usage": usage(outcome.prompt_tokens, None),
+        "usage": usage(outcome.prompt_tokens, None, outcome.cached_tokens),
     }
     return json_response(payload, headers=inference_headers(outcome, admission))
 
@@ -170,7 +170,7 @@ async def create_moderation(
         "id": new_id("modr"),
         "model": outcome.spec.id,
         "results": results,
-        "usage": usage(outcome.prompt_tokens, None),
+        "usage": usage(outcome.prompt_tokens, None, outcome.cached_tokens),
     }
     return json_response(payload, headers=inference_headers(outcome, admission))
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from gantry.domain.model_access import require_visible
 from gantry.domain.registry import ModelSpec
 from gantry.http.deps import CurrentRuntime, ModelsKey
 from gantry.http.responses import json_response, model_headers
@@ -28,6 +30,8 @@ def model_body(spec: ModelSpec) -> dict[str, Any]:
         "pricing": {
             "input_per_million": spec.input_price_per_million,
             "output_per_million": spec.output_price_per_million,
+            "cached_input_per_million": spec.cached_input_price_per_million,
+            "cached_output_per_million": spec.cached_output_price_per_million,
             "currency": "USD",
         },
         "capabilities": sorted(spec.capabilities),
@@ -41,7 +45,9 @@ def model_body(spec: ModelSpec) -> dict[str, Any]:
 
 @router.get("/models", response_model=ModelList, operation_id="models-list", summary="List models")
 async def list_models(principal: ModelsKey, rt: CurrentRuntime) -> Response:
-    data = [model_body(spec) for spec in rt.registry.all()]
+    data = [model_body(spec) for spec in rt.registry.all() if spec.owner_org is None]
+    own = await run_in_threadpool(rt.jobs.fine_tuned.list_for, principal.org_id)
+    data += [model_body(spec) for spec in own]
     return json_response({"object": "list", "data": data})
 
 
@@ -52,5 +58,6 @@ async def list_models(principal: ModelsKey, rt: CurrentRuntime) -> Response:
     summary="Retrieve a model",
 )
 async def retrieve_model(model_id: str, principal: ModelsKey, rt: CurrentRuntime) -> Response:
-    spec = rt.registry.get(model_id)
+    spec = await run_in_threadpool(rt.registry.get, model_id)  # may load a fine-tuned model
+    require_visible(spec, principal.org_id)
     return json_response(model_body(spec), headers=model_headers(spec))

@@ -8,12 +8,21 @@ from starlette.responses import HTMLResponse, Response
 from gantry import __version__
 from gantry.http.error_codes import ERROR_CODES, render_reference
 from gantry.http.responses import json_response
+from gantry.http.versioning_page import render_versioning
+from gantry.runtime import get_runtime
 
 router = APIRouter(tags=["ops"])
 
 # Routes that deliberately need no key. Every other route declares a scope.
 PUBLIC_PATHS = frozenset(
-    {"/health", "/docs", "/docs/errors", "/openapi.json", "/docs/oauth2-redirect"}
+    {
+        "/health",
+        "/docs",
+        "/docs/errors",
+        "/docs/versioning",
+        "/openapi.json",
+        "/docs/oauth2-redirect",
+    }
 )
 
 
@@ -30,3 +39,13 @@ async def health() -> Response:
 )
 async def error_reference() -> Response:
     return HTMLResponse(render_reference(ERROR_CODES))
+
+
+@router.get(
+    "/docs/versioning",
+    operation_id="ops-versioning",
+    summary="Deprecated and retired routes and models, and the policy",
+    response_class=HTMLResponse,
+)
+async def versioning_reference() -> Response:
+    return HTMLResponse(render_versioning(get_runtime()))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class StrictRequest(BaseModel):
@@ -17,7 +17,14 @@ class WireModel(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class PromptTokensDetails(WireModel):
+    cached_tokens: int
+
+
 class Usage(WireModel):
     prompt_tokens: int
     completion_tokens: int = 0
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = Field(
+        default=None, description="On a cache hit: the prompt tokens served from the cache."
+    )

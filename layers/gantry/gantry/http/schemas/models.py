@@ -10,6 +10,8 @@ from gantry.http.schemas.base import WireModel
 class Pricing(WireModel):
     input_per_million: float
     output_per_million: float
+    cached_input_per_million: float = 0.0
+    cached_output_per_million: float = 0.0
     currency: Literal["USD"]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from gantry.http.schemas.base import WireModel
 
 
@@ -13,6 +15,8 @@ class UsageTotals(WireModel):
     completion_tokens: int
     total_tokens: int
     cost_usd: float
+    cached_requests: int = Field(description="Requests answered from the response cache.")
+    cached_tokens: int = Field(description="Prompt tokens of those requests (cached price).")
 
 
 class UsageResult(UsageTotals):

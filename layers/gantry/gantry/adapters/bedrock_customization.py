@@ -1,0 +1,36 @@
+"""Fine-tuning Amazon Bedrock base models: Bedrock trains them itself (the state machine's
+`CreateModelCustomizationJob` branch), so the workers only validate their training files,
+which must be prompt/completion JSONL (Bedrock's format for text models)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gantry.domain.files import Example
+from gantry.domain.registry import ModelSpec
+from gantry.job_ports import Progress, TrainedModel
+
+BEDROCK = "bedrock"
+
+
+class BedrockCustomization:
+    def example_formats(self, base: ModelSpec) -> tuple[str, ...]:
+        return ("completion",) if base.provider == BEDROCK else ()
+
+    def train(
+        self,
+        base: ModelSpec,
+        examples: Sequence[Example],
+        n_epochs: int,
+        learning_rate_multiplier: float,
+        progress: Progress,
+    ) -> TrainedModel | None:
+        raise NotImplementedError("Bedrock models are trained by Bedrock, not by the workers")
+
+    def evaluate(
+        self, base: ModelSpec, artifact: bytes, held_out: Sequence[Example]
+    ) -> dict[str, float]:
+        raise NotImplementedError("Bedrock reports its own validation metrics")
+
+    def install(self, provider_model_id: str, base: ModelSpec, artifact: bytes) -> None:
+        return None  # Bedrock serves a custom model by its ARN (`provider_model_id`)

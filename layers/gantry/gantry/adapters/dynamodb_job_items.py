@@ -1,0 +1,152 @@
+"""What the `jobs` table's stores share: attribute encoding, owner listings, error mapping.
+
+Every listed item carries `owner = "<org_id>#<kind>"` and `listed = "<ISO time>#<id>"`,
+the key of the `by_org` index, so one Query lists one organization's files, jobs, models
+or webhook endpoints in time order. The workflow writes some items itself with
+`$$.State.EnteredTime`, an ISO string, which is why times in keys are ISO too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from gantry.domain.errors import ServiceUnavailable
+
+INDEX = "by_org"
+META = "META"
+T = TypeVar("T")
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="microseconds")
+
+
+def from_iso(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def owner(org_id: str, kind: str) -> str:
+    return f"{org_id}#{kind}"
+
+
+def listed(at: float, item_id: str) -> str:
+    return f"{iso(at)}#{item_id}"
+
+
+def s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def n(value: float) -> dict[str, str]:
+    return {"N": repr(int(value)) if float(value).is_integer() else repr(float(value))}
+
+
+def text(item: Mapping[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    return str(value["S"]) if value and "S" in value else None
+
+
+def number(item: Mapping[str, Any], name: str) -> float | None:
+    """A time or count written as a number, or as an ISO string by the workflow."""
+    value = item.get(name)
+    if not value:
+        return None
+    if "N" in value:
+        return float(value["N"])
+    if value.get("S"):
+        return from_iso(value["S"])
+    return None
+
+
+def json_attr(item: Mapping[str, Any], name: str, default: T) -> T:
+    raw = text(item, name)
+    if not raw:
+        return default
+    value: T = json.loads(raw)
+    return value
+
+
+def unavailable(exc: Exception, what: str = "job store") -> ServiceUnavailable:
+    error = ServiceUnavailable(
+        f"The {what} is unavailable; retry shortly.",
+        details={"subsystem": "database"},
+        retry_after=1,
+    )
+    error.__cause__ = exc
+    return error
+
+
+def is_condition_failure(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def call(operation: Callable[..., T], **kwargs: Any) -> T:
+    try:
+        return operation(**kwargs)
+    except (BotoCoreError, ClientError) as exc:
+        raise unavailable(exc) from exc
+
+
+def conditional(operation: Callable[..., Any], **kwargs: Any) -> bool:
+    """True if the write happened, False if its condition failed."""
+    try:
+        operation(**kwargs)
+    except ClientError as exc:
+        if is_condition_failure(exc):
+            return False
+        raise unavailable(exc) from exc
+    except BotoCoreError as exc:
+        raise unavailable(exc) from exc
+    return True
+
+
+def query_pages(client: Any, **params: Any) -> Iterator[dict[str, Any]]:
+    while True:
+        page = call(client.query, **params)
+        yield from page.get("Items", [])
+        last = page.get("LastEvaluatedKey")
+        if not last:
+            return
+        params["ExclusiveStartKey"] = last
+
+
+def owned_items(
+    client: Any,
+    table: str,
+    owner_key: str,
+    *,
+    newest_first: bool = True,
+    start: Mapping[str, Any] | None = None,
+    filter_expression: str | None = None,
+    filter_values: Mapping[str, Any] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """An owner's items from the `by_org` index, in time order, after `start` (an item)."""
+    params: dict[str, Any] = {
+        "TableName": table,
+        "IndexName": INDEX,
+        "KeyConditionExpression": "#owner = :owner",
+        "ExpressionAttributeNames": {"#owner": "owner"},
+        "ExpressionAttributeValues": {":owner": s(owner_key), **(filter_values or {})},
+        "ScanIndexForward": not newest_first,
+    }
+    if filter_expression:
+        params["FilterExpression"] = filter_expression
+    if start is not None:
+        params["ExclusiveStartKey"] = {
+            name: start[name] for name in ("pk", "sk", "owner", "listed")
+        }
+    yield from query_pages(client, **params)
+
+
+def page_of(items: Iterator[T], limit: int) -> tuple[list[T], bool]:
+    found: list[T] = []
+    for item in items:
+        if len(found) == limit:
+            return found, True
+        found.append(item)
+    return found, False

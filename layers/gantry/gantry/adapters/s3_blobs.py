@@ -1,0 +1,51 @@
+"""File contents in the `files` S3 bucket."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from gantry.domain.errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+def _unavailable(exc: Exception) -> ServiceUnavailable:
+    error = ServiceUnavailable(
+        "File storage is unavailable; retry shortly.",
+        details={"subsystem": "storage"},
+        retry_after=1,
+    )
+    error.__cause__ = exc
+    return error
+
+
+class S3BlobStore:
+    def __init__(self, client: S3Client, bucket: str) -> None:
+        self._client = client
+        self._bucket = bucket
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        try:
+            self._client.put_object(
+                Bucket=self._bucket, Key=key, Body=data, ContentType=content_type
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable(exc) from exc
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable(exc) from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self._bucket, Key=key)
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable(exc) from exc
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self._bucket}/{key}"

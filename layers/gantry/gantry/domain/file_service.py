@@ -1,0 +1,99 @@
+"""Uploading, listing, reading and deleting files, scoped to the caller's organization."""
+
+from __future__ import annotations
+
+from gantry.domain.errors import InvalidRequest, NotFound, PayloadTooLarge
+from gantry.domain.files import (
+    FileObject,
+    is_file_id,
+    new_file_id,
+    validate_filename,
+    validate_jsonl,
+    validate_purpose,
+)
+from gantry.job_ports import BlobStore, FileIndex
+from gantry.ports import Clock
+
+JSONL_TYPE = "application/jsonl"
+
+
+def content_key(org_id: str, file_id: str) -> str:
+    return f"files/{org_id}/{file_id}"
+
+
+class FileService:
+    def __init__(self, index: FileIndex, blobs: BlobStore, clock: Clock, max_bytes: int) -> None:
+        self._index = index
+        self._blobs = blobs
+        self._clock = clock
+        self.max_bytes = max_bytes
+
+    def upload(self, org_id: str, filename: str | None, purpose: str, data: bytes) -> FileObject:
+        purpose = validate_purpose(purpose)
+        name = validate_filename(filename)
+        if len(data) > self.max_bytes:
+            raise PayloadTooLarge(
+                f"The file is {len(data)} bytes; files may be at most {self.max_bytes} bytes.",
+                code="payload_too_large",
+                param="file",
+            )
+        if not name.lower().endswith(".jsonl"):
+            raise InvalidRequest(
+                f"Files for '{purpose}' must be JSONL with a .jsonl name; got '{name}'.",
+                code="invalid_file",
+                param="file",
+            )
+        summary = validate_jsonl(data, purpose)
+        file = FileObject(
+            id=new_file_id(),
+            org_id=org_id,
+            purpose=purpose,
+            filename=name,
+            bytes=len(data),
+            created_at=self._clock.now(),
+            lines=summary.lines,
+            example_format=summary.example_format,
+        )
+        return self.store(file, data)
+
+    def store(self, file: FileObject, data: bytes) -> FileObject:
+        """Write the contents, then the metadata that makes the file visible."""
+        key = content_key(file.org_id, file.id)
+        self._blobs.put(key, data, JSONL_TYPE if file.filename.endswith(".jsonl") else "text/csv")
+        self._index.put_file(file, key)
+        return file
+
+    def get(self, org_id: str, file_id: str, param: str = "file_id") -> FileObject:
+        return self._owned(org_id, file_id, param)[0]
+
+    def content(self, org_id: str, file_id: str) -> tuple[FileObject, bytes]:
+        file, key = self._owned(org_id, file_id, "file_id")
+        return file, self._blobs.get(key)
+
+    def read(self, file_id: str) -> tuple[FileObject, bytes] | None:
+        """Any organization's file (the workers act for the owner of the job)."""
+        found = self._index.get_file(file_id)
+        if found is None:
+            return None
+        file, key = found
+        return file, self._blobs.get(key)
+
+    def uri(self, file: FileObject) -> str:
+        return self._blobs.uri(content_key(file.org_id, file.id))
+
+    def list_files(
+        self, org_id: str, purpose: str | None, limit: int, after: str | None, newest_first: bool
+    ) -> tuple[list[FileObject], bool]:
+        return self._index.list_files(org_id, purpose, limit, after, newest_first)
+
+    def delete(self, org_id: str, file_id: str) -> FileObject:
+        file, key = self._owned(org_id, file_id, "file_id")
+        self._index.delete_file(file_id)
+        self._blobs.delete(key)
+        return file
+
+    def _owned(self, org_id: str, file_id: str, param: str) -> tuple[FileObject, str]:
+        found = self._index.get_file(file_id) if is_file_id(file_id) else None
+        if found is None or found[0].org_id != org_id:
+            raise NotFound(f"No file with id '{file_id}'.", code="not_found", param=param)
+        return found

@@ -1,0 +1,144 @@
+"""Background threads that do locally what the worker Lambda functions do in AWS: consume
+the training queue (the state machine's callback tasks) and the webhook queue (deliveries,
+with their retries), and relay pending quota events to the webhook queue."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from gantry.adapters.sqs_queue import Received, SqsQueue
+from gantry.runtime import Runtime
+
+logger = logging.getLogger("gantry.workers")
+
+# Short polls: the local moto server applies one request at a time, so a long poll would
+# hold every other AWS call (the state machine's included) for its whole wait.
+POLL_SECONDS = 0.1
+TRAINING_VISIBILITY_SECONDS = 60
+WEBHOOK_VISIBILITY_SECONDS = 30
+RELAY_EVERY_SECONDS = 5.0
+
+
+class QueueWorker:
+    """Receives messages one at a time and hands each to `handle` until stopped."""
+
+    def __init__(
+        self,
+        name: str,
+        queue: SqsQueue,
+        handle: Callable[[Received], None],
+        visibility_seconds: int,
+        idle: Callable[[], None] | None = None,
+    ) -> None:
+        self.queue = queue
+        self._handle = handle
+        self._visibility = visibility_seconds
+        self._idle = idle
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"gantry-{name}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._idle is not None:
+                    self._idle()
+                messages = self.queue.receive(0, self._visibility)
+                for message in messages:
+                    if self._stop.is_set():
+                        return
+                    self._handle(message)
+                if not messages:
+                    self._stop.wait(POLL_SECONDS)
+            except Exception:
+                if self._stop.is_set():
+                    return
+                logger.exception("the %s worker failed; it carries on", self.thread.name)
+                self._stop.wait(POLL_SECONDS)
+
+
+def training_handler(rt: Runtime) -> Callable[[Received], None]:
+    jobs = rt.jobs
+
+    def handle(message: Received) -> None:
+        token = str(message.body.get("task_token", ""))
+
+        def keepalive() -> bool:
+            jobs.training_queue.retry_after(message.receipt, TRAINING_VISIBILITY_SECONDS)
+            return jobs.callbacks.heartbeat(token)
+
+        # A step that raises stays on the queue and is delivered again (or dead-lettered);
+        # the state machine's timeouts notice a worker that went away.
+        jobs.worker.handle(message.body, keepalive)
+        jobs.training_queue.delete(message.receipt)
+
+    return handle
+
+
+def webhook_handler(rt: Runtime) -> Callable[[Received], None]:
+    jobs = rt.jobs
+
+    def handle(message: Received) -> None:
+        outcome = jobs.dispatcher.handle(message.body)
+        if outcome.done:
+            jobs.webhook_queue.delete(message.receipt)
+        else:
+            jobs.webhook_queue.retry_after(message.receipt, outcome.delay)
+
+    return handle
+
+
+class Relay:
+    def __init__(self, rt: Runtime, every: float) -> None:
+        self._rt = rt
+        self._every = every
+        self._next = 0.0
+
+    def __call__(self) -> None:
+        now = self._rt.clock.monotonic()
+        if now >= self._next:
+            self._next = now + self._every
+            self._rt.jobs.dispatcher.relay_pending()
+
+
+class Workers:
+    def __init__(self, rt: Runtime, relay_every: float = RELAY_EVERY_SECONDS) -> None:
+        self.runtime = rt
+        self.training = QueueWorker(
+            "training", rt.jobs.training_queue, training_handler(rt), TRAINING_VISIBILITY_SECONDS
+        )
+        self.webhooks = QueueWorker(
+            "webhooks",
+            rt.jobs.webhook_queue,
+            webhook_handler(rt),
+            WEBHOOK_VISIBILITY_SECONDS,
+            idle=Relay(rt, relay_every),
+        )
+
+    def start(self) -> Workers:
+        self.training.start()
+        self.webhooks.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.training.stop()
+        self.webhooks.stop()
+        self.training.join(timeout)
+        self.webhooks.join(timeout)
+
+    def __enter__(self) -> Workers:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -1,0 +1,101 @@
+"""Files, fine-tuning and webhooks in CDK: the state machine is the ASL file, the queues
+dead-letter, the workers consume them, and each role does only its part."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gantry.domain.webhooks import DEFAULT_RETRY_SCHEDULE
+from infra.constructs.workflows import ASL_PATH
+from tests.infra.support import GantryApp
+
+
+def _one(resources: dict[str, Any], contains: str) -> dict[str, Any]:
+    found = [r for logical_id, r in resources.items() if contains in logical_id]
+    assert len(found) == 1, (contains, list(resources))
+    return found[0]
+
+
+def test_the_state_machine_is_the_asl_file(stacks: GantryApp) -> None:
+    machine = _one(stacks.api_resources("AWS::StepFunctions::StateMachine"), "FineTuning")
+    props = machine["Properties"]
+    definition = props["DefinitionString"]
+    text = definition if isinstance(definition, str) else json.dumps(definition)
+    assert json.loads(ASL_PATH.read_text())["States"].keys() <= set(json.loads(text)["States"])
+    assert set(props["DefinitionSubstitutions"]) == {
+        "TrainingQueueUrl",
+        "WebhookQueueUrl",
+        "JobsTable",
+        "BedrockRoleArn",
+    }
+    assert props["StateMachineType"] == "STANDARD"
+    assert props["TracingConfiguration"] == {"Enabled": True}
+    assert props["LoggingConfiguration"]["Level"] == "ALL"
+
+
+def test_queues_dead_letter_after_their_tries(stacks: GantryApp) -> None:
+    queues = stacks.api_resources("AWS::SQS::Queue")
+    webhooks = _one(queues, "JobsWebhooksQueue")["Properties"]
+    assert webhooks["RedrivePolicy"]["maxReceiveCount"] == len(DEFAULT_RETRY_SCHEDULE)
+    assert webhooks["MessageRetentionPeriod"] > sum(DEFAULT_RETRY_SCHEDULE)
+    training = _one(queues, "JobsTrainingQueue")["Properties"]
+    assert training["RedrivePolicy"]["maxReceiveCount"] >= 2
+    for queue in queues.values():
+        assert queue["Properties"]["SqsManagedSseEnabled"] is True
+
+
+def test_workers_consume_their_queues_with_partial_batch_failures(stacks: GantryApp) -> None:
+    mappings = list(stacks.api_resources("AWS::Lambda::EventSourceMapping").values())
+    assert len(mappings) == 2
+    for mapping in mappings:
+        assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    rules = stacks.api_resources("AWS::Events::Rule")
+    relay = _one(rules, "QuotaEventRelay")["Properties"]
+    assert relay["ScheduleExpression"] == "rate(1 minute)"
+
+
+def _policy_statements(stacks: GantryApp, role_fragment: str) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = []
+    for logical_id, policy in stacks.api_resources("AWS::IAM::Policy").items():
+        if role_fragment in logical_id:
+            statements += policy["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
+def test_the_state_machine_role_does_what_its_states_do(stacks: GantryApp) -> None:
+    statements = _policy_statements(stacks, "JobsFineTuningRoleDefaultPolicy")
+    by_action: dict[str, list[Any]] = {}
+    for statement in statements:
+        actions = statement["Action"]
+        for action in actions if isinstance(actions, list) else [actions]:
+            by_action.setdefault(action, []).append(statement["Resource"])
+    assert "sqs:SendMessage" in by_action
+    assert set(by_action) >= {"dynamodb:UpdateItem", "dynamodb:PutItem"}
+    assert not any(action.startswith("dynamodb:Delete") for action in by_action)
+    assert "bedrock:CreateModelCustomizationJob" in by_action
+    assert "iam:PassRole" in by_action
+    assert "Tables" in json.dumps(by_action["dynamodb:PutItem"])
+
+
+def test_the_files_bucket_is_private_encrypted_and_tls_only(stacks: GantryApp) -> None:
+    (bucket,) = stacks.data_resources("AWS::S3::Bucket").values()
+    props = bucket["Properties"]
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert bucket["DeletionPolicy"] == "Retain"
+    (policy,) = stacks.data_resources("AWS::S3::BucketPolicy").values()
+    assert "aws:SecureTransport" in json.dumps(policy)
+
+
+def test_serving_functions_read_artifacts_only(stacks: GantryApp) -> None:
+    for family in ("Inference", "Models"):
+        statements = _policy_statements(stacks, f"{family}RoleDefaultPolicy")
+        s3 = [s for s in statements if "s3:" in json.dumps(s["Action"])]
+        assert s3 and all(s["Action"] == "s3:GetObject" for s in s3)
+        assert all("fine-tuning/*" in json.dumps(s["Resource"]) for s in s3)

@@ -1,0 +1,163 @@
+"""/v1/files: multipart upload to S3 (moto), JSONL validation with line numbers, listing,
+download, deletion and owner scoping."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gantry.http.app import create_app
+from tests.conftest import Keys, assert_error
+from tests.integration.jobs.conftest import chat_examples, jsonl, upload
+
+FILES = "/v1/files"
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def post(api: TestClient, data: bytes, purpose: str = "fine-tune", name: str = "d.jsonl") -> Any:
+    return api.post(FILES, files={"file": (name, data)}, data={"purpose": purpose})
+
+
+def test_upload_list_retrieve_download_delete(api: TestClient, keys: Keys) -> None:
+    headers = bearer(keys.create(org_id="org-files"))
+    data = chat_examples()
+    created = api.post(
+        FILES,
+        headers=headers,
+        files={"file": ("pirate.jsonl", data)},
+        data={"purpose": "fine-tune"},
+    )
+    assert created.status_code == 200, created.text
+    file = created.json()
+    assert file["object"] == "file"
+    assert file["id"].startswith("file-")
+    assert file["bytes"] == len(data)
+    assert file["filename"] == "pirate.jsonl"
+    assert file["purpose"] == "fine-tune"
+    assert file["status"] == "processed"
+
+    assert api.get(f"{FILES}/{file['id']}", headers=headers).json() == file
+    content = api.get(f"{FILES}/{file['id']}/content", headers=headers)
+    assert content.status_code == 200
+    assert content.content == data
+
+    second = api.post(
+        FILES,
+        headers=headers,
+        files={"file": ("more.jsonl", data)},
+        data={"purpose": "fine-tune"},
+    ).json()
+    listed = api.get(FILES, headers=headers).json()
+    assert [f["id"] for f in listed["data"]] == [second["id"], file["id"]]
+    oldest_first = api.get(FILES, headers=headers, params={"order": "asc", "limit": 1}).json()
+    assert [f["id"] for f in oldest_first["data"]] == [file["id"]]
+    assert oldest_first["has_more"] is True
+    page_two = api.get(FILES, headers=headers, params={"order": "asc", "after": file["id"]}).json()
+    assert [f["id"] for f in page_two["data"]] == [second["id"]]
+    assert api.get(FILES, headers=headers, params={"purpose": "batch"}).json()["data"] == []
+
+    deleted = api.delete(f"{FILES}/{file['id']}", headers=headers)
+    assert deleted.json() == {"id": file["id"], "object": "file", "deleted": True}
+    assert_error(api.get(f"{FILES}/{file['id']}", headers=headers), 404, "not_found", "file_id")
+    assert_error(
+        api.get(f"{FILES}/{file['id']}/content", headers=headers), 404, "not_found", "file_id"
+    )
+
+
+def test_another_organization_gets_404(api: TestClient, keys: Keys) -> None:
+    file = upload(api, chat_examples())
+    other = bearer(keys.create(org_id="org-stranger"))
+    for method, path in (
+        ("GET", f"{FILES}/{file['id']}"),
+        ("GET", f"{FILES}/{file['id']}/content"),
+        ("DELETE", f"{FILES}/{file['id']}"),
+    ):
+        assert_error(api.request(method, path, headers=other), 404, "not_found", "file_id")
+    assert file["id"] not in [f["id"] for f in api.get(FILES, headers=other).json()["data"]]
+    assert api.get(f"{FILES}/{file['id']}").status_code == 200
+
+
+def chat_line(**overrides: Any) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+        ]
+    }
+    line.update(overrides)
+    return line
+
+
+@pytest.mark.parametrize(
+    ("data", "line", "field"),
+    [
+        (jsonl([chat_line()]) + b"{not json}\n", 2, None),
+        (jsonl([chat_line(), chat_line(), [1, 2]]), 3, None),  # type: ignore[list-item]
+        (jsonl([chat_line(messages=[{"role": "user", "content": "hi"}])]), 1, "messages"),
+        (
+            jsonl([chat_line(), chat_line(messages=[{"role": "robot", "content": "x"}])]),
+            2,
+            "messages[0].role",
+        ),
+        (
+            jsonl([chat_line(messages=[{"role": "user", "content": 5}])]),
+            1,
+            "messages[0].content",
+        ),
+        (jsonl([chat_line(), {"prompt": "a", "completion": "b"}]), 2, None),
+        (jsonl([chat_line(), {"text": "a"}]), 2, "label"),
+        (jsonl([chat_line(), {"hello": "world"}]), 2, None),
+        (jsonl([chat_line()]) + b"\n" + jsonl([chat_line()]), 2, None),
+        (b"\xff\xfe", 1, None),
+    ],
+)
+def test_malformed_jsonl_names_the_line_and_field(
+    api: TestClient, data: bytes, line: int, field: str | None
+) -> None:
+    error = assert_error(post(api, data), 400, "invalid_file", "file")
+    assert error["details"] == {"line": line, "field": field}
+    assert f"line {line}" in str(error["message"])
+
+
+def test_batch_files_are_checked_for_their_purpose(api: TestClient) -> None:
+    request = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}
+    ok = post(api, jsonl([request, {**request, "custom_id": "b"}]), purpose="batch")
+    assert ok.status_code == 200, ok.text
+    duplicate = post(api, jsonl([request, request]), purpose="batch")
+    error = assert_error(duplicate, 400, "invalid_file", "file")
+    assert error["details"] == {"line": 2, "field": "custom_id"}
+    wrong_url = post(api, jsonl([{**request, "url": "/v1/keys"}]), purpose="batch")
+    assert_error(wrong_url, 400, "invalid_file", "file")
+    chat_for_batch = post(api, chat_examples(), purpose="batch")
+    assert_error(chat_for_batch, 400, "invalid_file", "file")
+
+
+def test_bad_uploads(api: TestClient) -> None:
+    assert_error(post(api, chat_examples(), purpose="training"), 400, "invalid_value", "purpose")
+    assert_error(post(api, b""), 400, "invalid_file", "file")
+    assert_error(post(api, chat_examples(), name="data.csv"), 400, "invalid_file", "file")
+    missing = api.post(FILES, data={"purpose": "fine-tune"}, files={"other": ("x", b"1")})
+    assert_error(missing, 400, "missing_required_parameter", "file")
+    as_json = api.post(FILES, json={"purpose": "fine-tune"})
+    assert_error(as_json, 415, "unsupported_media_type")
+    too_big = jsonl([chat_line(messages=[{"role": "assistant", "content": "x" * 300_000}])])
+    assert_error(post(api, too_big), 413, "payload_too_large", "file")
+    with TestClient(create_app()) as anonymous_client:
+        anonymous = anonymous_client.post(FILES, files={"file": ("d.jsonl", b"{")}, data={})
+    assert_error(anonymous, 401, "missing_api_key")
+
+
+def test_uploaded_content_is_stored_in_s3(api: TestClient, settings: Any) -> None:
+    from gantry.adapters.aws import client
+
+    file = upload(api, chat_examples())
+    key = f"files/org-jobs/{file['id']}"
+    stored = client("s3", settings).get_object(Bucket=settings.files_bucket, Key=key)
+    assert stored["Body"].read() == chat_examples()
+    assert json.loads(chat_examples().splitlines()[0])["messages"]

