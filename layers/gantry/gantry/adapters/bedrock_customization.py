@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from gantry.domain.errors import InvalidRequest
 from gantry.domain.files import Example
 from gantry.domain.registry import ModelSpec
 from gantry.job_ports import Progress, TrainedModel
@@ -25,12 +26,20 @@ class BedrockCustomization:
         learning_rate_multiplier: float,
         progress: Progress,
     ) -> TrainedModel | None:
-        raise NotImplementedError("Bedrock models are trained by Bedrock, not by the workers")
+        raise InvalidRequest(
+            f"The model '{base.id}' is trained by Bedrock itself, not by Gantry's workers.",
+            code="model_not_supported",
+            param="model",
+        )
 
     def evaluate(
         self, base: ModelSpec, artifact: bytes, held_out: Sequence[Example]
     ) -> dict[str, float]:
-        raise NotImplementedError("Bedrock reports its own validation metrics")
+        raise InvalidRequest(
+            f"The model '{base.id}' is evaluated by Bedrock, which reports its own metrics.",
+            code="model_not_supported",
+            param="model",
+        )
 
     def install(self, provider_model_id: str, base: ModelSpec, artifact: bytes) -> None:
         return None  # Bedrock serves a custom model by its ARN (`provider_model_id`)
