@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -31,9 +31,15 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, frames: AsyncIterator[bytes], headers: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        frames: AsyncIterator[bytes],
+        headers: Mapping[str, str],
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(status_code=200)
         self.frames = frames
+        self.on_close = on_close
         self.stream_headers = {"content-type": "text/event-stream; charset=utf-8", **SSE_HEADERS}
         self.stream_headers.update(headers)
 
@@ -75,3 +81,5 @@ class EventStreamResponse(Response):
             if aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
+            if self.on_close is not None:
+                self.on_close()

@@ -202,11 +202,40 @@ async def stream_response(
     requested, plan = plan.spec, plan.as_served()  # a fallback may serve the stream
     fmt.model = plan.spec.id
     completion = _Completion(on_complete, plan, pump) if on_complete is not None else None
-    frames = _frames(rt, plan, fmt, pump, first, admission, usage_interval, request_id, completion)
+    finish = _Once(lambda: _finish(rt, plan, admission, pump, completion))
+    frames = _frames(rt, plan, fmt, pump, first, usage_interval, request_id, completion, finish)
     return EventStreamResponse(
         frames,
         {**model_headers(plan.spec), **admission.headers, **fallback_headers(requested, plan.spec)},
+        on_close=finish,
     )
+
+
+class _Once:
+    """Runs `action` the first time it is called. The stream calls it when it ends; the
+    response calls it too, for a stream abandoned before its first frame was produced
+    (an async generator that never started runs no `finally`)."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self._action: Callable[[], None] | None = action
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            action, self._action = self._action, None
+        if action is not None:
+            action()
+
+
+def _finish(
+    rt: Runtime,
+    plan: Plan[OutcomeT],
+    admission: Admission,
+    pump: ProviderPump,
+    completion: _Completion | None,
+) -> None:
+    pump.close()
+    _settle_once(rt, plan, admission, pump, handoff=completion)
 
 
 async def _call(inline: bool, fn: Callable[..., Any], *args: Any) -> Any:
@@ -219,10 +248,10 @@ async def _frames(
     fmt: ChunkFormat,
     pump: ProviderPump,
     first: StreamEvent | _End,
-    admission: Admission,
     usage_interval: int | None,
     request_id: str,
-    completion: _Completion | None = None,
+    completion: _Completion | None,
+    finish: Callable[[], None],
 ) -> AsyncIterator[bytes]:
     heartbeat = rt.settings.heartbeat_seconds
     started: set[int] = set()
@@ -264,8 +293,7 @@ async def _frames(
     except Exception as exc:
         yield data_frame(_error_body(exc, request_id))
     finally:
-        pump.close()
-        _settle_once(rt, plan, admission, pump, handoff=completion)
+        finish()
 
 
 def _error_body(exc: Exception, request_id: str) -> dict[str, Any]:
