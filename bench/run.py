@@ -31,7 +31,7 @@ from bench.streaming import HEADER as STREAM_HEADER
 from bench.streaming import measure_streams
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH_KEY = "gnt_benchkey01_BenchmarkOnlySecret0123456789abcd"
+BENCH_KEY = "gnt_benchexample01_LocalBenchmarkOnlySecret0123456789"
 CONCURRENCY = (1, 16, 64)
 SECONDS = float(os.environ.get("GANTRY_BENCH_SECONDS", "5"))
 CHAT_BODY = json.dumps(
