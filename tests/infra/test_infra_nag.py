@@ -28,6 +28,10 @@ EXPECTED_ACKNOWLEDGED_RULES = {
     "gantry-files-<AWS::AccountId>-<AWS::Region>/files/*]",
     "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::"
     "gantry-files-<AWS::AccountId>-<AWS::Region>/fine-tuning/*]",
+    # the same prefixes as `cdk synth` renders them, with a literal partition
+    "AwsSolutions-IAM5[Resource::arn:aws:s3:::gantry-files-<AWS::AccountId>-<AWS::Region>/files/*]",
+    "AwsSolutions-IAM5[Resource::arn:aws:s3:::"
+    "gantry-files-<AWS::AccountId>-<AWS::Region>/fine-tuning/*]",
     "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:"
     "execution:<AWS::StackName>-fine-tuning:*]",
     "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:bedrock:<AWS::Region>:<AWS::AccountId>:"
