@@ -111,7 +111,7 @@ class GantryJobs(Construct):
             files_bucket=files_bucket,
         )
         machine = self.workflow.state_machine
-        environment = {
+        self.environment = {
             "GANTRY_FILES_BUCKET": files_bucket.bucket_name,
             "GANTRY_TRAINING_QUEUE_URL": self.training.queue.queue_url,
             "GANTRY_WEBHOOK_QUEUE_URL": self.webhook_queue.queue.queue_url,
@@ -122,7 +122,7 @@ class GantryJobs(Construct):
             "tables": tables,
             "table_specs": table_specs,
             "pepper": pepper,
-            "environment": environment,
+            "environment": self.environment,
         }
 
         self.files = ServiceFunction(

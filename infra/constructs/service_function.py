@@ -76,6 +76,7 @@ class ServiceFunction(Construct):
         memory_size: int = FUNCTION_MEMORY_MB,
         timeout: Duration | None = None,
         environment: Mapping[str, str] | None = None,
+        reserved_concurrency: int | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         unknown = set(table_access) - set(tables)
@@ -117,6 +118,7 @@ class ServiceFunction(Construct):
             layers=list(layers),
             memory_size=memory_size,
             timeout=timeout or Duration.seconds(BUFFERED_TIMEOUT_SECONDS),
+            reserved_concurrent_executions=reserved_concurrency,
             tracing=lambda_.Tracing.ACTIVE,
             log_group=self.log_group,
             role=self.role,

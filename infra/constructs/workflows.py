@@ -1,8 +1,11 @@
-"""The fine-tuning state machine, from `infra/statemachines/fine_tuning.asl.json` (the file
-the local runtime runs in moto), with the queue URLs, table name and Bedrock role
-substituted, and a role that can do exactly what its states do."""
+"""The state machines, each from its file in `infra/statemachines/` (the file the local
+runtime runs in moto) with the queue URLs, table name (and for fine-tuning the Bedrock
+role) substituted, and a role that can do exactly what its states do."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
@@ -31,6 +34,9 @@ OBJECT_FINDING = (
 )
 # `cdk synth` renders the partition as a literal where the unit tests see the token.
 PARTITIONS = ("<AWS::Partition>", "aws")
+BATCH_ASL_PATH = REPO_ROOT / "infra" / "statemachines" / "batch.asl.json"
+# The 24-hour completion window plus the time to finalize what ran in it.
+MAX_BATCH_DURATION = Duration.hours(26)
 
 
 def allow_objects(role: iam.IRole, bucket: s3.IBucket, prefix: str, *actions: str) -> None:
@@ -50,6 +56,71 @@ def acknowledge_objects(role: iam.Role, *prefixes: str) -> None:
                 f"Objects are named per file or job at run time: object actions are limited "
                 f"to the '{prefix}' prefix of the files bucket.",
             )
+
+
+def bounded_definition(path: Path, timeout: Duration) -> sfn.DefinitionBody:
+    """The ASL file with a top-level `TimeoutSeconds`: CDK applies a state machine's
+    `timeout` to definitions it builds, not to one given as a string."""
+    definition = json.loads(path.read_text())
+    definition["TimeoutSeconds"] = int(timeout.to_seconds())
+    return sfn.DefinitionBody.from_string(json.dumps(definition, indent=2))
+
+
+def allow_sends(role: iam.IRole, *queues: sqs.IQueue) -> None:
+    """sqs:SendMessage to these queues, and use of their keys if they have their own."""
+    role.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["sqs:SendMessage"], resources=[queue.queue_arn for queue in queues]
+        )
+    )
+    for queue in queues:
+        if queue.encryption_master_key is not None:
+            queue.encryption_master_key.grant_encrypt_decrypt(role)
+
+
+def acknowledge_log_delivery(role: iam.Role) -> None:
+    acknowledge(
+        role.node.find_child("DefaultPolicy"),
+        "AwsSolutions-IAM5[Resource::*]",
+        "Step Functions log delivery (logs:*LogDelivery*) and X-Ray tracing actions do not "
+        "support resource-level permissions, so CDK grants them on '*'.",
+    )
+
+
+def asl_state_machine(
+    scope: Construct,
+    path: Path,
+    duration: Duration,
+    name: str,
+    description: str,
+    substitutions: dict[str, str],
+) -> tuple[logs.LogGroup, iam.Role, sfn.StateMachine]:
+    """A standard state machine from an ASL file, bounded to `duration`, traced and logged
+    at level ALL, with a role of its own that the caller grants each state's actions."""
+    log_group = logs.LogGroup(
+        scope,
+        "Logs",
+        retention=logs.RetentionDays.ONE_MONTH,
+        removal_policy=RemovalPolicy.DESTROY,
+    )
+    role = iam.Role(
+        scope,
+        "Role",
+        assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
+        description=description,
+    )
+    machine = sfn.StateMachine(
+        scope,
+        "StateMachine",
+        definition_body=bounded_definition(path, duration),
+        definition_substitutions=substitutions,
+        state_machine_name=f"{Aws.STACK_NAME}-{name}",
+        state_machine_type=sfn.StateMachineType.STANDARD,
+        tracing_enabled=True,
+        logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL),
+        role=role,
+    )
+    return log_group, role, machine
 
 
 class FineTuningWorkflow(Construct):
@@ -77,41 +148,20 @@ class FineTuningWorkflow(Construct):
         allow_objects(self.bedrock_role, files_bucket, "files/", "s3:GetObject")
         allow_objects(self.bedrock_role, files_bucket, ARTIFACT_PREFIX, "s3:PutObject")
 
-        self.log_group = logs.LogGroup(
+        self.log_group, self.role, self.state_machine = asl_state_machine(
             self,
-            "Logs",
-            retention=logs.RetentionDays.ONE_MONTH,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
-            description="Gantry fine-tuning state machine",
-        )
-        self.state_machine = sfn.StateMachine(
-            self,
-            "StateMachine",
-            definition_body=sfn.DefinitionBody.from_string(ASL_PATH.read_text()),
-            definition_substitutions={
+            ASL_PATH,
+            MAX_JOB_DURATION,
+            "fine-tuning",
+            "Gantry fine-tuning state machine",
+            {
                 "TrainingQueueUrl": training_queue.queue_url,
                 "WebhookQueueUrl": webhook_queue.queue_url,
                 "JobsTable": jobs_table.table_name,
                 "BedrockRoleArn": self.bedrock_role.role_arn,
             },
-            state_machine_name=f"{Aws.STACK_NAME}-fine-tuning",
-            state_machine_type=sfn.StateMachineType.STANDARD,
-            timeout=MAX_JOB_DURATION,
-            tracing_enabled=True,
-            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL),
-            role=self.role,
         )
-        self.role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["sqs:SendMessage"],
-                resources=[training_queue.queue_arn, webhook_queue.queue_arn],
-            )
-        )
+        allow_sends(self.role, training_queue, webhook_queue)
         self.role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["dynamodb:UpdateItem", "dynamodb:PutItem"],
@@ -136,9 +186,6 @@ class FineTuningWorkflow(Construct):
             )
         )
         self.bedrock_role.grant_pass_role(self.role)
-        for queue in (training_queue, webhook_queue):
-            if queue.encryption_master_key is not None:
-                queue.encryption_master_key.grant_encrypt_decrypt(self.role)
         policy = self.role.node.find_child("DefaultPolicy")
         for finding in BEDROCK_FINDINGS:
             acknowledge(
@@ -148,10 +195,38 @@ class FineTuningWorkflow(Construct):
                 "from are named at run time (one per job): the statement covers that ARN "
                 "pattern in this account and region only.",
             )
-        acknowledge(
-            policy,
-            "AwsSolutions-IAM5[Resource::*]",
-            "Step Functions log delivery (logs:*LogDelivery*) and X-Ray tracing actions do not "
-            "support resource-level permissions, so CDK grants them on '*'.",
-        )
+        acknowledge_log_delivery(self.role)
         acknowledge_objects(self.bedrock_role, "files/", ARTIFACT_PREFIX)
+
+
+class BatchWorkflow(Construct):
+    """Validate, run the chunks (a Map of callback tasks on the batch queue), finalize, then
+    record the outcome on the batch and queue its webhook event."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        batch_queue: sqs.IQueue,
+        webhook_queue: sqs.IQueue,
+        jobs_table: dynamodb.ITable,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.log_group, self.role, self.state_machine = asl_state_machine(
+            self,
+            BATCH_ASL_PATH,
+            MAX_BATCH_DURATION,
+            "batches",
+            "Gantry batch state machine",
+            {
+                "BatchQueueUrl": batch_queue.queue_url,
+                "WebhookQueueUrl": webhook_queue.queue_url,
+                "JobsTable": jobs_table.table_name,
+            },
+        )
+        allow_sends(self.role, batch_queue, webhook_queue)
+        self.role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["dynamodb:UpdateItem"], resources=[jobs_table.table_arn])
+        )
+        acknowledge_log_delivery(self.role)

@@ -16,6 +16,7 @@ from infra.constants import (
     WEB_ADAPTER_PORT,
 )
 from infra.constructs.api import GantryApi
+from infra.constructs.batches import GantryBatches
 from infra.constructs.jobs import GantryJobs
 from infra.constructs.layers import SharedLayers
 from infra.constructs.model_access import ModelAccess
@@ -167,13 +168,19 @@ class ApiStack(Stack):
             **{**common, "layers": [*self.layers.all, web_adapter]},
         )
 
-        # Bedrock, OpenAI-compatible servers and request budgets for the model-calling functions
-        self.model_access = ModelAccess(
-            self, "ModelAccess", functions=[self.inference, self.completions]
-        )
-
         self.jobs = GantryJobs(self, "Jobs", **common)
-        self.jobs.serve_fine_tuned_models(self.inference, self.completions, self.models)
+        self.batches = GantryBatches(self, "Batches", jobs=self.jobs, **common)
+
+        # Bedrock, OpenAI-compatible servers and request budgets for the model-calling
+        # functions; the batch worker runs batch lines through the same app.
+        self.model_access = ModelAccess(
+            self,
+            "ModelAccess",
+            functions=[self.inference, self.completions, self.batches.worker],
+        )
+        self.jobs.serve_fine_tuned_models(
+            self.inference, self.completions, self.models, self.batches.worker
+        )
 
         self.api = GantryApi(self, "Api")
         for method, path in COMPLETIONS_ROUTES:
@@ -188,7 +195,7 @@ class ApiStack(Stack):
             self.api.add_route(method, path, self.usage.function)
         for method, path in CONVERSATIONS_ROUTES:
             self.api.add_route(method, path, self.conversations.function)
-        for method, path, function in self.jobs.routes:
+        for method, path, function in [*self.jobs.routes, *self.batches.routes]:
             self.api.add_route(method, path, function)
 
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the Gantry API")

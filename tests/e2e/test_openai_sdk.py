@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import openai
 import pytest
 
@@ -91,3 +94,42 @@ def test_invalid_parameter_is_bad_request_naming_it(client: openai.OpenAI) -> No
     assert body["param"] == "temperature"
     assert body["code"] == "invalid_value"
     assert caught.value.request_id
+
+
+def test_batches(client: openai.OpenAI) -> None:
+    """Upload, create, poll and read the output, all through the SDK against `gantry dev`
+    (its state machine runs in moto, its batch worker on a thread)."""
+    questions = {f"q{i}": f"question {i} about the sea" for i in range(12)}
+    lines = [
+        json.dumps(
+            {
+                "custom_id": custom_id,
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": "gantry-echo", "messages": [{"role": "user", "content": text}]},
+            }
+        )
+        for custom_id, text in questions.items()
+    ]
+    source = client.files.create(
+        file=("requests.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch"
+    )
+    batch = client.batches.create(
+        input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    assert batch.status == "validating"
+    deadline = time.monotonic() + 60
+    while batch.status not in ("completed", "failed", "expired", "cancelled"):
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.2)
+        batch = client.batches.retrieve(batch.id)
+    assert batch.status == "completed"
+    assert batch.request_counts is not None and batch.request_counts.completed == 12
+    assert batch.output_file_id is not None
+    output = client.files.content(batch.output_file_id).text.splitlines()
+    answers = {
+        entry["custom_id"]: entry["response"]["body"]["choices"][0]["message"]["content"]
+        for entry in map(json.loads, output)
+    }
+    assert answers == questions
+    assert batch.id in [b.id for b in client.batches.list(limit=100)]

@@ -21,9 +21,10 @@ CONVERSATIONS = "Conversations"
 FILES = "Files"
 FINE_TUNING = "FineTuning"
 WEBHOOKS = "Webhooks"
-BUFFERED = (INFERENCE, KEYS, MODELS, USAGE, CONVERSATIONS, FILES, FINE_TUNING, WEBHOOKS)
-# Functions without routes: the queue workers.
-WORKERS = 2
+BATCHES = "Batches"
+BUFFERED = (INFERENCE, KEYS, MODELS, USAGE, CONVERSATIONS, FILES, FINE_TUNING, WEBHOOKS, BATCHES)
+# Functions without routes: the queue workers (training, webhooks, batches).
+WORKERS = 3
 EXPECTED_ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/v1/chat/completions"): COMPLETIONS,
     ("POST", "/v1/completions"): COMPLETIONS,
@@ -72,6 +73,10 @@ EXPECTED_ROUTES: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/webhooks/{id}"): WEBHOOKS,
     ("POST", "/v1/webhooks/{id}/test"): WEBHOOKS,
     ("GET", "/v1/webhooks/{id}/deliveries"): WEBHOOKS,
+    ("POST", "/v1/batches"): BATCHES,
+    ("GET", "/v1/batches"): BATCHES,
+    ("GET", "/v1/batches/{id}"): BATCHES,
+    ("POST", "/v1/batches/{id}/cancel"): BATCHES,
 }
 ENVELOPE_FIELDS = {
     "message",
@@ -103,6 +108,7 @@ def _function_ids(stacks: GantryApp) -> dict[str, str]:
         FILES: _logical_id(stacks, stacks.api.jobs.files.function),
         FINE_TUNING: _logical_id(stacks, stacks.api.jobs.fine_tuning.function),
         WEBHOOKS: _logical_id(stacks, stacks.api.jobs.webhooks.function),
+        BATCHES: _logical_id(stacks, stacks.api.batches.api_function.function),
     }
 
 

@@ -22,7 +22,9 @@ def test_the_state_machine_is_the_asl_file(stacks: GantryApp) -> None:
     props = machine["Properties"]
     definition = props["DefinitionString"]
     text = definition if isinstance(definition, str) else json.dumps(definition)
-    assert json.loads(ASL_PATH.read_text())["States"].keys() <= set(json.loads(text)["States"])
+    deployed = json.loads(text)
+    assert json.loads(ASL_PATH.read_text())["States"].keys() <= set(deployed["States"])
+    assert deployed["TimeoutSeconds"] == 7 * 86_400  # no execution outlives its job's items
     assert set(props["DefinitionSubstitutions"]) == {
         "TrainingQueueUrl",
         "WebhookQueueUrl",
@@ -47,7 +49,7 @@ def test_queues_dead_letter_after_their_tries(stacks: GantryApp) -> None:
 
 def test_workers_consume_their_queues_with_partial_batch_failures(stacks: GantryApp) -> None:
     mappings = list(stacks.api_resources("AWS::Lambda::EventSourceMapping").values())
-    assert len(mappings) == 2
+    assert len(mappings) == 3  # training, webhooks, batches
     for mapping in mappings:
         assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     rules = stacks.api_resources("AWS::Events::Rule")

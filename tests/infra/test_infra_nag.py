@@ -34,6 +34,10 @@ EXPECTED_ACKNOWLEDGED_RULES = {
     "gantry-files-<AWS::AccountId>-<AWS::Region>/fine-tuning/*]",
     "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:"
     "execution:<AWS::StackName>-fine-tuning:*]",
+    # batches: chunk results under their own prefix of the files bucket
+    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::"
+    "gantry-files-<AWS::AccountId>-<AWS::Region>/batches/*]",
+    "AwsSolutions-IAM5[Resource::arn:aws:s3:::gantry-files-<AWS::AccountId>-<AWS::Region>/batches/*]",
     "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:bedrock:<AWS::Region>:<AWS::AccountId>:"
     "model-customization-job/*]",
     "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:bedrock:<AWS::Region>::foundation-model/*]",

@@ -108,6 +108,32 @@ def test_model_callers_get_exactly_the_named_models(
     assert "openai-key" in json.dumps(variables["GANTRY_OPENAI_API_KEY_SECRET_ARN"])
 
 
+def test_the_batch_worker_reaches_the_models_completions_reach(
+    configured: tuple[Any, Template],
+) -> None:
+    """Batch lines run through the API app in the worker, with the same model access."""
+    api, template = configured
+    worker, completions = api.batches.worker, api.completions
+
+    def model_statements(service: Any) -> list[dict[str, Any]]:
+        role_id = api.get_logical_id(service.role.node.default_child)
+        return [
+            statement
+            for policy in template.find_resources("AWS::IAM::Policy").values()
+            if {"Ref": role_id} in policy["Properties"]["Roles"]
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+            if "bedrock:" in json.dumps(statement["Action"])
+        ]
+
+    assert model_statements(worker) == model_statements(completions) != []
+    worker_id = api.get_logical_id(worker.function.node.default_child)
+    worker_props = template.find_resources("AWS::Lambda::Function")[worker_id]["Properties"]
+    worker_env = worker_props["Environment"]["Variables"]
+    completions_env = _function(api, template, "completions")["Environment"]["Variables"]
+    for name in ("GANTRY_OPENAI_BASE_URL", "GANTRY_OPENAI_API_KEY_SECRET_ARN"):
+        assert worker_env[name] == completions_env[name]
+
+
 @pytest.mark.parametrize("family", ["keys", "models", "usage"])
 def test_other_functions_reach_no_model(configured: tuple[Any, Template], family: str) -> None:
     api, template = configured

@@ -18,9 +18,9 @@ from gantry.domain.conversations import (
     pair_turns,
     plan_context,
     summary_request,
-    validate_metadata,
 )
 from gantry.domain.errors import ContextLengthExceeded, InvalidRequest
+from gantry.domain.metadata import validate_metadata
 from gantry.ports import Message
 
 CID = "conv_" + "ab" * 12

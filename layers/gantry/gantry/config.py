@@ -55,6 +55,11 @@ class Settings(TableNames):
     fine_tuning_state_machine_arn: str | None = None
     training_queue_url: str | None = None
     webhook_queue_url: str | None = None
+    # Batches: their state machine and queue, lines per Map item, Map items run at once.
+    batch_state_machine_arn: str | None = None
+    batch_queue_url: str | None = None
+    batch_chunk_size: int = 50
+    batch_max_concurrency: int = 4
     job_retention_days: float = 30.0
     job_heartbeat_seconds: int = 120
     job_step_timeout_seconds: int = 900

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gantry.domain.batches import Batch, LineResult, RequestCounts
 from gantry.domain.files import Example, FileObject
 from gantry.domain.jobs import FineTuningJob, JobEvent
 from gantry.domain.registry import ModelSpec
@@ -18,6 +19,8 @@ class BlobStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
 
     def get(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
 
     def delete(self, key: str) -> None: ...
 
@@ -68,6 +71,43 @@ class JobStore(Protocol):
     ) -> tuple[list[JobEvent], bool]:
         """Newest first, starting after the event id `after`."""
         ...
+
+
+class BatchStore(Protocol):
+    def create_batch(self, batch: Batch) -> None: ...
+
+    def get_batch(self, batch_id: str) -> Batch | None: ...
+
+    def list_batches(self, org_id: str, limit: int, after: str | None) -> tuple[list[Batch], bool]:
+        """Newest first, starting after the batch id `after`."""
+        ...
+
+    def transition(
+        self, batch_id: str, allowed: Sequence[str], status: str, fields: Mapping[str, Any]
+    ) -> bool:
+        """Set `status` and `fields` if the batch's status is one of `allowed`; False if not."""
+        ...
+
+    def set_fields(self, batch_id: str, fields: Mapping[str, Any]) -> None: ...
+
+    def chunk_recorded(self, batch_id: str, index: int) -> bool: ...
+
+    def record_chunk(self, batch_id: str, index: int, counts: RequestCounts, unrun: int) -> bool:
+        """Add a finished chunk's counts to the batch, once per chunk; False if the chunk
+        was recorded already."""
+        ...
+
+    def unrun_lines(self, batch_id: str) -> int:
+        """Lines of the batch that expired or were cancelled before they ran."""
+        ...
+
+
+class LineRunner(Protocol):
+    """Runs one request of a batch as the key that created it, exactly as the API would."""
+
+    def run(
+        self, key_id: str, request_id: str, url: str, body: Mapping[str, Any]
+    ) -> LineResult: ...
 
 
 class WebhookStore(Protocol):

@@ -1,4 +1,5 @@
-"""Wiring for files, fine-tuning and webhooks: built on first use, once per runtime."""
+"""Wiring for files, fine-tuning, batches and webhooks: built on first use, once per
+runtime."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from gantry.adapters.aws import client
 from gantry.adapters.bedrock_customization import BedrockCustomization
+from gantry.adapters.dynamodb_batches import DynamoBatchStore
 from gantry.adapters.dynamodb_files import DynamoFileIndex
 from gantry.adapters.dynamodb_jobs import DynamoJobStore
 from gantry.adapters.dynamodb_usage_events import DynamoPendingEvents
@@ -17,6 +19,7 @@ from gantry.adapters.s3_blobs import S3BlobStore
 from gantry.adapters.sqs_queue import SqsQueue
 from gantry.adapters.stepfunctions_workflow import StepFunctionsCallbacks, StepFunctionsWorkflow
 from gantry.adapters.webhook_http import HttpSender, SystemResolver
+from gantry.domain.batch_service import BatchService, BatchSettings, BatchWorker
 from gantry.domain.file_service import FileService
 from gantry.domain.fine_tuning import (
     FineTunedModels,
@@ -27,7 +30,7 @@ from gantry.domain.fine_tuning import (
 )
 from gantry.domain.webhook_service import AddressPolicy, WebhookDispatcher, WebhookService
 from gantry.domain.webhooks import parse_schedule
-from gantry.job_ports import Resolver, Sender, Trainer
+from gantry.job_ports import LineRunner, Resolver, Sender, Trainer
 
 if TYPE_CHECKING:
     from gantry.runtime import Runtime
@@ -55,6 +58,14 @@ class JobComponents:
     @cached_property
     def training_queue(self) -> SqsQueue:
         return SqsQueue(client("sqs", self.settings), self.settings.training_queue_url, "training")
+
+    @cached_property
+    def batch_store(self) -> DynamoBatchStore:
+        return DynamoBatchStore(client("dynamodb", self.settings), self.settings.jobs_table)
+
+    @cached_property
+    def batch_queue(self) -> SqsQueue:
+        return SqsQueue(client("sqs", self.settings), self.settings.batch_queue_url, "batch")
 
     @cached_property
     def webhook_queue(self) -> SqsQueue:
@@ -96,6 +107,23 @@ class JobComponents:
             bedrock_poll_seconds=s.bedrock_poll_seconds,
         )
 
+    @cached_property
+    def batch_settings(self) -> BatchSettings:
+        s = self.settings
+        return BatchSettings(
+            retention_seconds=s.job_retention_days * 86_400,
+            chunk_size=s.batch_chunk_size,
+            max_concurrency=s.batch_max_concurrency,
+            heartbeat_seconds=s.job_heartbeat_seconds,
+            step_timeout_seconds=s.job_step_timeout_seconds,
+        )
+
+    @cached_property
+    def line_runner(self) -> LineRunner:
+        from gantry.http.batch_lines import AppLineRunner  # the API app, only where lines run
+
+        return AppLineRunner(self.runtime)
+
     # --- services -----------------------------------------------------------------------
 
     @cached_property
@@ -111,6 +139,7 @@ class JobComponents:
             workflow=StepFunctionsWorkflow(
                 client("stepfunctions", self.settings),
                 self.settings.fine_tuning_state_machine_arn,
+                "fine-tuning",
             ),
             registry=self.runtime.registry,
             trainers=self.trainers,
@@ -129,6 +158,33 @@ class JobComponents:
             trainers=self.trainers,
             callbacks=self.callbacks,
             clock=self.runtime.clock,
+        )
+
+    @cached_property
+    def batches(self) -> BatchService:
+        return BatchService(
+            batches=self.batch_store,
+            files=self.files,
+            workflow=StepFunctionsWorkflow(
+                client("stepfunctions", self.settings),
+                self.settings.batch_state_machine_arn,
+                "batch",
+            ),
+            clock=self.runtime.clock,
+            settings=self.batch_settings,
+        )
+
+    @cached_property
+    def batch_worker(self) -> BatchWorker:
+        return BatchWorker(
+            batches=self.batch_store,
+            files=self.files,
+            blobs=self.blobs,
+            runner=self.line_runner,
+            callbacks=self.callbacks,
+            queue=self.batch_queue,
+            clock=self.runtime.clock,
+            settings=self.batch_settings,
         )
 
     @cached_property

@@ -1,7 +1,7 @@
 """Lambda entry points of the queue workers (the local runtime runs the same code on
 threads, see `gantry.local.workers`).
 
-Both use partial batch responses: a message listed in `batchItemFailures` stays on the
+All use partial batch responses: a message listed in `batchItemFailures` stays on the
 queue. A webhook delivery that must be retried later has its visibility set to the retry
 delay first, so the next attempt comes when the schedule says; after the last try the
 redrive policy moves it to the dead-letter queue.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from gantry.runtime import get_runtime
@@ -18,22 +19,39 @@ from gantry.runtime import get_runtime
 logger = logging.getLogger("gantry.workers")
 
 
-def training(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    jobs = get_runtime().jobs
+def _callback_steps(
+    event: dict[str, Any], handle: Callable[[dict[str, Any], Callable[[], bool]], None]
+) -> dict[str, Any]:
+    heartbeat = get_runtime().jobs.callbacks.heartbeat
     failures = []
     for record in event.get("Records", []):
         body = json.loads(record["body"])
         token = str(body.get("task_token", ""))
-
-        def keepalive(token: str = token) -> bool:
-            return jobs.callbacks.heartbeat(token)
-
         try:
-            jobs.worker.handle(body, keepalive)
+            handle(body, lambda token=token: heartbeat(token))  # type: ignore[misc]
         except Exception:
-            logger.exception("training step failed; the message will be delivered again")
+            logger.exception("a workflow step failed; the message will be delivered again")
             failures.append({"itemIdentifier": record["messageId"]})
     return {"batchItemFailures": failures}
+
+
+def training(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The fine-tuning state machine's steps: validate, train, evaluate."""
+    return _callback_steps(event, get_runtime().jobs.worker.handle)
+
+
+def batches(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The batch state machine's steps: validate, run a chunk of lines, finalize. A chunk
+    that would outlive the invocation continues in a new message."""
+    worker = get_runtime().jobs.batch_worker
+
+    def seconds_left() -> float:
+        return float(context.get_remaining_time_in_millis()) / 1000
+
+    def handle(body: dict[str, Any], keepalive: Callable[[], bool]) -> None:
+        worker.handle(body, keepalive, seconds_left)
+
+    return _callback_steps(event, handle)
 
 
 def webhooks(event: dict[str, Any], context: Any) -> dict[str, Any]:

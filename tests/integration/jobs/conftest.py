@@ -1,4 +1,4 @@
-"""Fixtures for files, fine-tuning and webhooks: the job resources in the session's moto
+"""Fixtures for files, fine-tuning, batches and webhooks: the job resources in the session's moto
 server (with short timeouts and a three-try webhook schedule), the local workers, a
 webhook receiver on 127.0.0.1, and training data."""
 
@@ -43,6 +43,8 @@ def settings(local_aws: LocalAws, job_resources: JobResources) -> Settings:
             "job_train_timeout_seconds": 120,
             "bedrock_poll_seconds": 1,
             "max_file_bytes": 256 * 1024,
+            "batch_chunk_size": 25,
+            "batch_max_concurrency": 4,
         }
     )
 

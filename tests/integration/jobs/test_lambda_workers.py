@@ -66,10 +66,9 @@ def test_a_failed_delivery_is_reported_and_retried_later(
 
 
 def test_the_scheduled_event_relays_quota_events(runtime: Runtime) -> None:
-    assert (
-        webhooks({"source": "aws.events"}, LocalContext("gantry-webhook_worker")) == {"relayed": 0}
-        or True
-    )
+    result = webhooks({"source": "aws.events"}, LocalContext("gantry-webhook_worker"))
+    assert set(result) == {"relayed"}
+    assert isinstance(result["relayed"], int) and result["relayed"] >= 0
 
 
 def test_an_unknown_training_message_fails_its_token_and_is_done(runtime: Runtime) -> None:

@@ -9,7 +9,7 @@ or webhook endpoints in time order. The workflow writes some items itself with
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -150,3 +150,134 @@ def page_of(items: Iterator[T], limit: int) -> tuple[list[T], bool]:
             return found, True
         found.append(item)
     return found, False
+
+
+def update_attributes(
+    client: Any,
+    table: str,
+    key: Mapping[str, Any],
+    values: Mapping[str, Any],
+    condition: str,
+    condition_values: Mapping[str, Any] | None = None,
+) -> bool:
+    """SET these encoded attributes if `condition` holds; False if it does not. Attribute
+    `name` is `#name` in the condition (and its new value `:name`)."""
+    return conditional(
+        client.update_item,
+        TableName=table,
+        Key=key,
+        UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in values),
+        ConditionExpression=condition,
+        ExpressionAttributeNames={f"#{name}": name for name in [*values, *_names_in(condition)]},
+        ExpressionAttributeValues={
+            **{f":{name}": value for name, value in values.items()},
+            **(condition_values or {}),
+        },
+    )
+
+
+def _names_in(condition: str) -> list[str]:
+    return [
+        word[1:] for word in condition.replace("(", " ").replace(")", " ").split() if word[0] == "#"
+    ]
+
+
+def set_status(
+    client: Any,
+    table: str,
+    key: Mapping[str, Any],
+    allowed: Sequence[str],
+    status: str,
+    values: Mapping[str, Any],
+) -> bool:
+    """SET `status` and these encoded attributes if the status is one of `allowed`."""
+    refs = {f":allowed{i}": s(state) for i, state in enumerate(allowed)}
+    return update_attributes(
+        client,
+        table,
+        key,
+        {**values, "status": s(status)},
+        f"#status IN ({', '.join(refs)})",
+        refs,
+    )
+
+
+def owned_page(
+    client: Any,
+    table: str,
+    org_id: str,
+    kind: str,
+    limit: int,
+    after: str | None,
+    lookup: Callable[[str], Mapping[str, Any] | None],
+    convert: Callable[[Mapping[str, Any]], T],
+) -> tuple[list[T], bool]:
+    """A page of one organization's items of one kind, newest first, after the item whose
+    id is `after` (found by `lookup`); a cursor naming nothing of this organization gives
+    an empty page."""
+    start = None
+    if after is not None:
+        start = lookup(after)
+        if start is None or start["org_id"]["S"] != org_id:
+            return [], False
+    items = owned_items(client, table, owner(org_id, kind), start=start)
+    return page_of((convert(i) for i in items), limit)
+
+
+class StatusRecords:
+    """What the stores of records with a status (fine-tuning jobs, batches) share: a
+    `META` item per record, owner listings, conditional status changes, field updates.
+    Subclasses say how a record's id becomes its key and how fields are encoded."""
+
+    kind: str
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def _key(self, record_id: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _encode(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _create(self, item: Mapping[str, Any]) -> None:
+        call(
+            self._client.put_item,
+            TableName=self._table,
+            Item=item,
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+
+    def _item(self, record_id: str) -> dict[str, Any] | None:
+        response = call(
+            self._client.get_item,
+            TableName=self._table,
+            Key=self._key(record_id),
+            ConsistentRead=True,
+        )
+        item: dict[str, Any] | None = response.get("Item")
+        return item
+
+    def _page(
+        self,
+        org_id: str,
+        limit: int,
+        after: str | None,
+        convert: Callable[[Mapping[str, Any]], T],
+    ) -> tuple[list[T], bool]:
+        return owned_page(
+            self._client, self._table, org_id, self.kind, limit, after, self._item, convert
+        )
+
+    def transition(
+        self, record_id: str, allowed: Sequence[str], status: str, fields: Mapping[str, Any]
+    ) -> bool:
+        values = self._encode(fields)
+        return set_status(self._client, self._table, self._key(record_id), allowed, status, values)
+
+    def set_fields(self, record_id: str, fields: Mapping[str, Any]) -> None:
+        values = self._encode(fields)
+        if values:
+            key = self._key(record_id)
+            update_attributes(self._client, self._table, key, values, "attribute_exists(pk)")

@@ -11,13 +11,13 @@ The workflow writes the final job fields, its last event and the model item itse
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from gantry.adapters.dynamodb_job_items import (
     META,
+    StatusRecords,
     call,
-    conditional,
     iso,
     json_attr,
     listed,
@@ -38,9 +38,6 @@ from gantry.domain.jobs import (
     JobEvent,
     failure_from_workflow,
 )
-
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
 
 JOB_KIND = "ftjob"
 MODEL_KIND = "model"
@@ -169,80 +166,26 @@ def model_from_item(item: Mapping[str, Any]) -> RegisteredModel:
     )
 
 
-class DynamoJobStore:
-    def __init__(self, client: DynamoDBClient, table: str) -> None:
-        self._client = client
-        self._table = table
+class DynamoJobStore(StatusRecords):
+    kind = JOB_KIND
+
+    def _key(self, record_id: str) -> dict[str, Any]:
+        return job_key(record_id)
+
+    def _encode(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        return _fields(fields)
 
     def create_job(self, job: FineTuningJob) -> None:
-        call(
-            self._client.put_item,
-            TableName=self._table,
-            Item=to_item(job),
-            ConditionExpression="attribute_not_exists(pk)",
-        )
-
-    def _job_item(self, job_id: str) -> dict[str, Any] | None:
-        response = call(
-            self._client.get_item, TableName=self._table, Key=job_key(job_id), ConsistentRead=True
-        )
-        return response.get("Item")
+        self._create(to_item(job))
 
     def get_job(self, job_id: str) -> FineTuningJob | None:
-        item = self._job_item(job_id)
+        item = self._item(job_id)
         return from_item(item) if item else None
 
     def list_jobs(
         self, org_id: str, limit: int, after: str | None
     ) -> tuple[list[FineTuningJob], bool]:
-        start = None
-        if after is not None:
-            start = self._job_item(after)
-            if start is None or start["org_id"]["S"] != org_id:
-                return [], False
-        items = owned_items(self._client, self._table, owner(org_id, JOB_KIND), start=start)
-        return page_of((from_item(i) for i in items), limit)
-
-    def transition(
-        self, job_id: str, allowed: Sequence[str], status: str, fields: Mapping[str, Any]
-    ) -> bool:
-        values = _fields(fields)
-        names = {"#status": "status"}
-        sets = ["#status = :status"]
-        expression_values: dict[str, Any] = {":status": s(status)}
-        for index, (name, value) in enumerate(values.items()):
-            names[f"#f{index}"] = name
-            expression_values[f":f{index}"] = value
-            sets.append(f"#f{index} = :f{index}")
-        allowed_refs = []
-        for index, state in enumerate(allowed):
-            expression_values[f":a{index}"] = s(state)
-            allowed_refs.append(f":a{index}")
-        return conditional(
-            self._client.update_item,
-            TableName=self._table,
-            Key=job_key(job_id),
-            UpdateExpression="SET " + ", ".join(sets),
-            ConditionExpression=f"#status IN ({', '.join(allowed_refs)})",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=expression_values,
-        )
-
-    def set_fields(self, job_id: str, fields: Mapping[str, Any]) -> None:
-        values = _fields(fields)
-        if not values:
-            return
-        names = {f"#f{i}": name for i, name in enumerate(values)}
-        expression_values = {f":f{i}": value for i, value in enumerate(values.values())}
-        conditional(
-            self._client.update_item,
-            TableName=self._table,
-            Key=job_key(job_id),
-            UpdateExpression="SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(values))),
-            ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=expression_values,
-        )
+        return self._page(org_id, limit, after, from_item)
 
     def add_event(self, job_id: str, event: JobEvent, expires_at: float) -> None:
         item = {

@@ -357,7 +357,10 @@ class DynamoMeter:
                 self._transact(items, pks)
             except _Refused as refused:
                 if 0 in refused.failed:
-                    return  # the ledger item exists: this request is settled already
+                    # The ledger item exists: this request id was settled by an earlier run
+                    # (a retried batch line). This run's reservation goes back whole.
+                    self._release(admission, attempts)
+                    return
                 self._narrow(refunds, refused.states)
                 if refused.retry or not refused.states:
                     self._backoff(attempt)

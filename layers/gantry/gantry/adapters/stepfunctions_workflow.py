@@ -1,4 +1,5 @@
-"""The fine-tuning state machine in Step Functions: executions and task-token callbacks."""
+"""A Step Functions state machine (fine-tuning, batches): executions and task-token
+callbacks."""
 
 from __future__ import annotations
 
@@ -22,14 +23,16 @@ def _code(exc: ClientError) -> str:
 
 
 class StepFunctionsWorkflow:
-    def __init__(self, client: SFNClient, state_machine_arn: str | None) -> None:
+    def __init__(self, client: SFNClient, state_machine_arn: str | None, what: str) -> None:
         self._client = client
         self._arn = state_machine_arn
+        self._what = what
 
     def start(self, name: str, payload: Mapping[str, Any]) -> str:
         if not self._arn:
             raise ServiceUnavailable(
-                "Fine-tuning is not configured on this deployment (no state machine).",
+                f"The {self._what} workflow is not configured on this deployment "
+                "(no state machine).",
                 details={"subsystem": "queue"},
             )
         try:
@@ -38,7 +41,7 @@ class StepFunctionsWorkflow:
             )
         except (BotoCoreError, ClientError) as exc:
             raise ServiceUnavailable(
-                "The fine-tuning workflow cannot be started right now; retry shortly.",
+                f"The {self._what} workflow cannot be started right now; retry shortly.",
                 details={"subsystem": "queue"},
                 retry_after=5,
             ) from exc

@@ -64,6 +64,10 @@ class Authenticator:
     def verify(self, record: KeyRecord | None, secret: str) -> Principal:
         if record is None or not secret_matches(self._pepper(), secret, record.secret_hmac):
             raise Unauthenticated("Incorrect API key provided.", code="invalid_api_key")
+        return self.active(record)
+
+    def active(self, record: KeyRecord) -> Principal:
+        """The key's principal if it is neither revoked nor expired (its secret aside)."""
         now = self._clock.now()
         if record.revoked_at is not None and record.revoked_at <= now:
             raise Unauthenticated(

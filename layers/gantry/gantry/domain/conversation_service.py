@@ -47,12 +47,12 @@ from gantry.domain.conversations import (
     summary_request,
     summary_room,
     validate_content,
-    validate_metadata,
     validate_strategy,
 )
 from gantry.domain.errors import ContextLengthExceeded, InvalidRequest, NotFound
 from gantry.domain.inference import GenerationOutcome, InferenceService, Plan, Sampling
 from gantry.domain.keys import Principal
+from gantry.domain.metadata import validate_metadata
 from gantry.domain.registry import ModelSpec
 from gantry.ports import Clock, Message, ModelProvider
 

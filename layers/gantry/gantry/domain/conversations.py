@@ -29,9 +29,6 @@ from gantry.ports import Message
 
 STRATEGIES = ("truncate", "summarize", "fail")
 
-MAX_METADATA_KEYS = 16
-MAX_METADATA_KEY_CHARS = 64
-MAX_METADATA_VALUE_CHARS = 512
 
 DEFAULT_RETENTION_SECONDS = 30 * 86_400
 MIN_RETENTION_SECONDS = 60
@@ -334,32 +331,6 @@ def validate_strategy(strategy: str) -> str:
             param="strategy",
         )
     return strategy
-
-
-def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
-    items = dict(metadata or {})
-    if len(items) > MAX_METADATA_KEYS:
-        raise InvalidRequest(
-            f"'metadata' holds at most {MAX_METADATA_KEYS} keys; got {len(items)}.",
-            code="invalid_value",
-            param="metadata",
-        )
-    for key, value in items.items():
-        if not key or len(key) > MAX_METADATA_KEY_CHARS:
-            raise InvalidRequest(
-                f"Metadata keys are 1 to {MAX_METADATA_KEY_CHARS} characters; got one of "
-                f"{len(key)}.",
-                code="invalid_value",
-                param="metadata",
-            )
-        if len(value) > MAX_METADATA_VALUE_CHARS:
-            raise InvalidRequest(
-                f"Metadata values are at most {MAX_METADATA_VALUE_CHARS} characters; "
-                f"'{key}' has {len(value)}.",
-                code="invalid_value",
-                param=f"metadata.{key}",
-            )
-    return items
 
 
 def validate_content(content: str) -> str:

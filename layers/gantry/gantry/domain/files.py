@@ -14,17 +14,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gantry.domain.batches import ENDPOINTS as BATCH_ENDPOINTS
 from gantry.domain.errors import InvalidRequest
 
 FINE_TUNE = "fine-tune"
 BATCH = "batch"
 FINE_TUNE_RESULTS = "fine-tune-results"
+BATCH_OUTPUT = "batch_output"
 UPLOAD_PURPOSES = (FINE_TUNE, BATCH)
-PURPOSES = (*UPLOAD_PURPOSES, FINE_TUNE_RESULTS)
+PURPOSES = (*UPLOAD_PURPOSES, FINE_TUNE_RESULTS, BATCH_OUTPUT)
 
 ExampleFormat = Literal["chat", "completion", "classification"]
 CHAT_ROLES = ("system", "user", "assistant")
-BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 MAX_FILENAME_LENGTH = 255
 _FILE_ID = re.compile(r"^file-[A-Za-z0-9]{8,64}$")
 

@@ -41,9 +41,9 @@ from gantry.domain.jobs import (
     new_job_id,
     parse_fine_tuned_model,
     parse_hyperparameters,
-    validate_metadata,
     validate_suffix,
 )
+from gantry.domain.metadata import validate_metadata
 from gantry.domain.registry import ModelSpec, Registry
 from gantry.job_ports import (
     BlobStore,

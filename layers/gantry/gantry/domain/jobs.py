@@ -33,7 +33,6 @@ MIN_TRAINING_EXAMPLES = 10
 MAX_EPOCHS = 50
 DEFAULT_EPOCHS = 3
 MAX_SUFFIX_LENGTH = 18
-MAX_METADATA_PAIRS = 16
 _SUFFIX = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _JOB_ID = re.compile(r"^ftjob-[A-Za-z0-9]{8,64}$")
 
@@ -122,20 +121,6 @@ def validate_suffix(suffix: str | None) -> str:
             param="suffix",
         )
     return suffix
-
-
-def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
-    metadata = dict(metadata or {})
-    if len(metadata) > MAX_METADATA_PAIRS or any(
-        len(k) > 64 or len(v) > 512 for k, v in metadata.items()
-    ):
-        raise InvalidRequest(
-            f"'metadata' holds at most {MAX_METADATA_PAIRS} pairs, keys of at most 64 and "
-            "values of at most 512 characters.",
-            code="invalid_value",
-            param="metadata",
-        )
-    return metadata
 
 
 def fine_tuned_model_id(base: str, org_id: str, suffix: str, job_id: str) -> str:

@@ -56,6 +56,8 @@ class ModelSpec:
     # Prices of a response served from the cache (zero unless the registry says otherwise).
     cached_input_price_per_million: float = 0.0
     cached_output_price_per_million: float = 0.0
+    # The share of the price a batch request does not pay (0.5: batches cost half).
+    batch_discount: float = 0.0
     # Serving policy (fallbacks, hedging, timeouts) and adapter settings from the registry.
     policy: ModelPolicy = field(default_factory=ModelPolicy)
     provider_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
@@ -106,9 +108,17 @@ class ModelSpec:
             description=raw.get("description", ""),
             cached_input_price_per_million=float(pricing.get("cached_input_per_million", 0.0)),
             cached_output_price_per_million=float(pricing.get("cached_output_per_million", 0.0)),
+            batch_discount=_discount(raw["id"], pricing.get("batch_discount", 0.0)),
             policy=ModelPolicy.from_dict(raw),
             provider_options=provider_options(raw),
         )
+
+
+def _discount(model_id: str, value: Any) -> float:
+    discount = float(value)
+    if not 0.0 <= discount <= 1.0:
+        raise ValueError(f"model {model_id}: pricing.batch_discount must be from 0 to 1")
+    return discount
 
 
 def _date(value: str | None) -> date | None:

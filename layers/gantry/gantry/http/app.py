@@ -15,6 +15,7 @@ from gantry.http.errors import install_error_handlers
 from gantry.http.middleware import GantryMiddleware
 from gantry.http.pipeline import install_response_middleware
 from gantry.http.routers import (
+    batches,
     completions,
     conversations,
     files,
@@ -29,6 +30,7 @@ from gantry.http.routers import (
 )
 
 FAMILIES = {
+    "batches": batches.router,
     "completions": completions.router,
     "conversations": conversations.router,
     "files": files.router,

@@ -38,6 +38,8 @@ async def metered(
     request_id = request_id or request_id_of(request) or ""
     cache = caching.cache_context(rt, request, principal, plan)
     timings = timings_of(request)
+    # A batch line (see gantry.http.batch_lines) is billed at the model's batch discount.
+    discount = plan.spec.batch_discount if request.scope.get("state", {}).get("batch") else 0.0
 
     def call() -> tuple[OutcomeT, Admission]:
         pending = None
@@ -64,7 +66,7 @@ async def metered(
         actual = Actual(
             outcome.prompt_tokens,
             outcome.completion_tokens,
-            outcome.cost_usd,
+            outcome.cost_usd * (1.0 - discount),
             outcome.cached_tokens,
         )
         with timings.measure("settlement"):

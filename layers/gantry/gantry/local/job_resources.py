@@ -1,6 +1,7 @@
-"""The local AWS resources of files, fine-tuning and webhooks, created in moto: the files
-bucket, the training and webhook queues with their dead-letter queues, and the fine-tuning
-state machine from the same ASL file CDK deploys (with the same substitutions).
+"""The local AWS resources of files, fine-tuning, batches and webhooks, created in moto: the
+files bucket, the training, batch and webhook queues with their dead-letter queues, and the
+fine-tuning and batch state machines from the same ASL files CDK deploys (with the same
+substitutions).
 
 moto runs a state machine only when told to (`execute_state_machine`), and its tasks call
 AWS at `localhost:$MOTO_PORT`, so both are set for the server the runtime uses.
@@ -19,10 +20,14 @@ from gantry.adapters.aws import client
 from gantry.config import Settings
 from gantry.domain.webhooks import parse_schedule
 
-ASL_PATH = Path(__file__).resolve().parents[4] / "infra" / "statemachines" / "fine_tuning.asl.json"
+STATE_MACHINES = Path(__file__).resolve().parents[4] / "infra" / "statemachines"
+ASL_PATH = STATE_MACHINES / "fine_tuning.asl.json"
+BATCH_ASL_PATH = STATE_MACHINES / "batch.asl.json"
 LOCAL_ACCOUNT = "123456789012"
 TRAINING_MAX_RECEIVES = 5
 TRAINING_VISIBILITY_SECONDS = 60
+BATCH_MAX_RECEIVES = 5
+BATCH_VISIBILITY_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,9 @@ class JobResources:
     webhook_queue_url: str
     webhook_dlq_url: str
     state_machine_arn: str
+    batch_queue_url: str
+    batch_dlq_url: str
+    batch_state_machine_arn: str
 
     def environment(self) -> dict[str, str]:
         return {
@@ -40,6 +48,8 @@ class JobResources:
             "GANTRY_TRAINING_QUEUE_URL": self.training_queue_url,
             "GANTRY_WEBHOOK_QUEUE_URL": self.webhook_queue_url,
             "GANTRY_FINE_TUNING_STATE_MACHINE_ARN": self.state_machine_arn,
+            "GANTRY_BATCH_QUEUE_URL": self.batch_queue_url,
+            "GANTRY_BATCH_STATE_MACHINE_ARN": self.batch_state_machine_arn,
         }
 
     def apply(self, settings: Settings) -> Settings:
@@ -49,6 +59,8 @@ class JobResources:
                 "training_queue_url": self.training_queue_url,
                 "webhook_queue_url": self.webhook_queue_url,
                 "fine_tuning_state_machine_arn": self.state_machine_arn,
+                "batch_queue_url": self.batch_queue_url,
+                "batch_state_machine_arn": self.batch_state_machine_arn,
             }
         )
 
@@ -66,8 +78,8 @@ def enable_state_machines(endpoint_url: str) -> None:
         pass
 
 
-def definition(substitutions: dict[str, str]) -> str:
-    text = ASL_PATH.read_text()
+def definition(substitutions: dict[str, str], path: Path = ASL_PATH) -> str:
+    text = path.read_text()
     for name, value in substitutions.items():
         text = text.replace("${" + name + "}", value)
     return text
@@ -105,21 +117,55 @@ def provision(settings: Settings, prefix: str = "gantry") -> JobResources:
     )
     attempts = len(parse_schedule(settings.webhook_retry_schedule))
     webhooks, webhooks_dlq = _queue(sqs, f"{prefix}-webhooks", attempts, 30)
-    substitutions = {
-        "TrainingQueueUrl": training,
-        "WebhookQueueUrl": webhooks,
-        "JobsTable": settings.jobs_table,
-        "BedrockRoleArn": f"arn:aws:iam::{LOCAL_ACCOUNT}:role/{prefix}-bedrock-customization",
-    }
+    batches, batches_dlq = _queue(
+        sqs, f"{prefix}-batch", BATCH_MAX_RECEIVES, BATCH_VISIBILITY_SECONDS
+    )
     sfn = client("stepfunctions", settings)
-    name = f"{prefix}-fine-tuning"
-    role = f"arn:aws:iam::{LOCAL_ACCOUNT}:role/{prefix}-fine-tuning"
+    fine_tuning = _state_machine(
+        sfn,
+        f"{prefix}-fine-tuning",
+        definition(
+            {
+                "TrainingQueueUrl": training,
+                "WebhookQueueUrl": webhooks,
+                "JobsTable": settings.jobs_table,
+                "BedrockRoleArn": f"arn:aws:iam::{LOCAL_ACCOUNT}:role/"
+                f"{prefix}-bedrock-customization",
+            }
+        ),
+    )
+    batch = _state_machine(
+        sfn,
+        f"{prefix}-batch",
+        definition(
+            {
+                "BatchQueueUrl": batches,
+                "WebhookQueueUrl": webhooks,
+                "JobsTable": settings.jobs_table,
+            },
+            BATCH_ASL_PATH,
+        ),
+    )
+    return JobResources(
+        bucket,
+        training,
+        training_dlq,
+        webhooks,
+        webhooks_dlq,
+        fine_tuning,
+        batches,
+        batches_dlq,
+        batch,
+    )
+
+
+def _state_machine(sfn: Any, name: str, text: str) -> str:
+    """Create the state machine, or update the one of that name; its ARN."""
     existing = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
     if name in existing:
-        arn = existing[name]
-        sfn.update_state_machine(stateMachineArn=arn, definition=definition(substitutions))
-    else:
-        arn = sfn.create_state_machine(
-            name=name, definition=definition(substitutions), roleArn=role
-        )["stateMachineArn"]
-    return JobResources(bucket, training, training_dlq, webhooks, webhooks_dlq, arn)
+        sfn.update_state_machine(stateMachineArn=existing[name], definition=text)
+        return str(existing[name])
+    role = f"arn:aws:iam::{LOCAL_ACCOUNT}:role/{name}"
+    return str(
+        sfn.create_state_machine(name=name, definition=text, roleArn=role)["stateMachineArn"]
+    )

@@ -1,6 +1,6 @@
 """Background threads that do locally what the worker Lambda functions do in AWS: consume
-the training queue (the state machine's callback tasks) and the webhook queue (deliveries,
-with their retries), and relay pending quota events to the webhook queue."""
+the training and batch queues (the state machines' callback tasks) and the webhook queue
+(deliveries, with their retries), and relay pending quota events to the webhook queue."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ logger = logging.getLogger("gantry.workers")
 # hold every other AWS call (the state machine's included) for its whole wait.
 POLL_SECONDS = 0.1
 TRAINING_VISIBILITY_SECONDS = 60
+BATCH_VISIBILITY_SECONDS = 60
 WEBHOOK_VISIBILITY_SECONDS = 30
 RELAY_EVERY_SECONDS = 5.0
 
@@ -68,22 +69,48 @@ class QueueWorker:
                 self._stop.wait(POLL_SECONDS)
 
 
-def training_handler(rt: Runtime) -> Callable[[Received], None]:
-    jobs = rt.jobs
+def callback_handler(
+    queue: SqsQueue,
+    handle: Callable[[dict[str, Any], Callable[[], bool]], None],
+    heartbeat: Callable[[str], bool],
+    visibility_seconds: int,
+) -> Callable[[Received], None]:
+    """Runs a state machine's callback step from `queue`, keeping its message hidden and
+    its task alive while it works."""
 
-    def handle(message: Received) -> None:
+    def run(message: Received) -> None:
         token = str(message.body.get("task_token", ""))
 
         def keepalive() -> bool:
-            jobs.training_queue.retry_after(message.receipt, TRAINING_VISIBILITY_SECONDS)
-            return jobs.callbacks.heartbeat(token)
+            queue.retry_after(message.receipt, visibility_seconds)
+            return heartbeat(token)
 
         # A step that raises stays on the queue and is delivered again (or dead-lettered);
         # the state machine's timeouts notice a worker that went away.
-        jobs.worker.handle(message.body, keepalive)
-        jobs.training_queue.delete(message.receipt)
+        handle(message.body, keepalive)
+        queue.delete(message.receipt)
 
-    return handle
+    return run
+
+
+def training_handler(rt: Runtime) -> Callable[[Received], None]:
+    jobs = rt.jobs
+    return callback_handler(
+        jobs.training_queue,
+        jobs.worker.handle,
+        jobs.callbacks.heartbeat,
+        TRAINING_VISIBILITY_SECONDS,
+    )
+
+
+def batch_handler(rt: Runtime) -> Callable[[Received], None]:
+    jobs = rt.jobs
+    return callback_handler(
+        jobs.batch_queue,
+        jobs.batch_worker.handle,
+        jobs.callbacks.heartbeat,
+        BATCH_VISIBILITY_SECONDS,
+    )
 
 
 def webhook_handler(rt: Runtime) -> Callable[[Received], None]:
@@ -118,6 +145,9 @@ class Workers:
         self.training = QueueWorker(
             "training", rt.jobs.training_queue, training_handler(rt), TRAINING_VISIBILITY_SECONDS
         )
+        self.batches = QueueWorker(
+            "batches", rt.jobs.batch_queue, batch_handler(rt), BATCH_VISIBILITY_SECONDS
+        )
         self.webhooks = QueueWorker(
             "webhooks",
             rt.jobs.webhook_queue,
@@ -126,16 +156,20 @@ class Workers:
             idle=Relay(rt, relay_every),
         )
 
+    @property
+    def all(self) -> tuple[QueueWorker, ...]:
+        return (self.training, self.batches, self.webhooks)
+
     def start(self) -> Workers:
-        self.training.start()
-        self.webhooks.start()
+        for worker in self.all:
+            worker.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        self.training.stop()
-        self.webhooks.stop()
-        self.training.join(timeout)
-        self.webhooks.join(timeout)
+        for worker in self.all:
+            worker.stop()
+        for worker in self.all:
+            worker.join(timeout)
 
     def __enter__(self) -> Workers:
         return self.start()

@@ -8,12 +8,11 @@ from pydantic import Field, field_validator
 
 from gantry.domain.conversations import (
     DEFAULT_RETENTION_SECONDS,
-    MAX_METADATA_KEYS,
-    MAX_METADATA_VALUE_CHARS,
     MAX_RETENTION_SECONDS,
     MIN_RETENTION_SECONDS,
     GenerationDefaults,
 )
+from gantry.domain.metadata import MAX_METADATA_KEYS, MAX_METADATA_VALUE_CHARS
 from gantry.http.schemas.base import StrictRequest, WireModel
 from gantry.http.schemas.chat import MaxTokens, Penalty, Stop, StreamOptions, Temperature, TopP
 

@@ -1,0 +1,521 @@
+"""Batches: creating, reading and cancelling them (the API side), and the steps the batch
+workers run for the state machine (`infra/statemachines/batch.asl.json`).
+
+The state machine owns the order of the steps, the Map's bounded concurrency, timeouts and
+retries, and the failure record. Workers run each line through the same API code an
+interactive request takes (`LineRunner`), as the key that created the batch, under a
+request id fixed per line, so the usage layer bills a line once even if it runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from gantry.domain.batches import (
+    CANCELLABLE,
+    CANCELLED_LINE,
+    CANCELLING,
+    EXPIRED_LINE,
+    FAILED,
+    FINALIZING,
+    IN_PROGRESS,
+    RUNNING,
+    TERMINAL,
+    VALIDATING,
+    Batch,
+    BatchLine,
+    Chunk,
+    LineError,
+    LineResult,
+    RequestCounts,
+    check_lines,
+    chunks,
+    final_status,
+    is_batch_id,
+    new_batch_id,
+    output_line,
+    read_lines,
+    request_id,
+    unrun_line,
+    validate_endpoint,
+    window_seconds,
+)
+from gantry.domain.errors import GantryError, InvalidRequest, NotFound, ServiceUnavailable
+from gantry.domain.file_service import FileService
+from gantry.domain.files import BATCH, BATCH_OUTPUT, FileObject
+from gantry.domain.keys import Principal
+from gantry.domain.metadata import validate_metadata
+from gantry.job_ports import (
+    BatchStore,
+    BlobStore,
+    LineRunner,
+    MessageQueue,
+    TaskCallbacks,
+    Workflow,
+)
+from gantry.ports import Clock
+
+logger = logging.getLogger("gantry.batches")
+
+STATUS_CHECK_SECONDS = 2.0  # how stale a worker's view of cancellation may be
+KEEPALIVE_SECONDS = 10.0  # heartbeat at most this often while lines run
+# A chunk stops and continues in a new message when its process has less time than this
+# left (a Lambda function has 15 minutes; one line may take up to a request's timeout).
+CONTINUE_MARGIN_SECONDS = 120.0
+MAX_SERVER_ERROR_ATTEMPTS = 3
+MAX_RETRY_WAIT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    retention_seconds: float = 30 * 86_400
+    chunk_size: int = 50
+    max_concurrency: int = 4
+    heartbeat_seconds: int = 120
+    step_timeout_seconds: int = 900
+    chunk_timeout_seconds: int = 6 * 3600
+
+
+@dataclass(frozen=True)
+class CreateBatch:
+    input_file_id: str
+    endpoint: str
+    completion_window: str
+    metadata: Mapping[str, str] | None = None
+
+
+class BatchFailure(Exception):
+    """The batch cannot run (its input is unusable): it fails with these errors."""
+
+    def __init__(self, errors: list[LineError]) -> None:
+        super().__init__(errors[0].message if errors else "batch failed")
+        self.errors = errors
+
+
+def chunk_key(batch_id: str, index: int) -> str:
+    return f"batches/{batch_id}/chunks/{index:06d}.json"
+
+
+def progress_key(batch_id: str, index: int) -> str:
+    """Where a chunk that ran out of time keeps the results of the lines it ran."""
+    return f"batches/{batch_id}/chunks/{index:06d}.progress.json"
+
+
+# The answer of a step that continues in another message: the task token is not answered.
+CONTINUED: dict[str, Any] = {"continued": True}
+
+
+def result_file_id(batch_id: str, kind: str) -> str:
+    """Output and error files have ids fixed per batch, so a finalize step that runs again
+    rewrites the same files."""
+    return f"file-{batch_id.removeprefix('batch_')}{kind}"
+
+
+class BatchService:
+    def __init__(
+        self,
+        *,
+        batches: BatchStore,
+        files: FileService,
+        workflow: Workflow,
+        clock: Clock,
+        settings: BatchSettings,
+    ) -> None:
+        self._batches = batches
+        self._files = files
+        self._workflow = workflow
+        self._clock = clock
+        self.settings = settings
+
+    def create(self, principal: Principal, request: CreateBatch) -> Batch:
+        endpoint = validate_endpoint(request.endpoint)
+        window = window_seconds(request.completion_window)
+        metadata = validate_metadata(request.metadata)
+        file = self._files.get(principal.org_id, request.input_file_id, param="input_file_id")
+        if file.purpose != BATCH:
+            raise InvalidRequest(
+                f"The file '{file.id}' was uploaded with purpose '{file.purpose}'; a batch's "
+                f"input_file_id must be uploaded with purpose '{BATCH}'.",
+                code="invalid_file_purpose",
+                param="input_file_id",
+            )
+        now = self._clock.now()
+        batch = Batch(
+            id=new_batch_id(),
+            org_id=principal.org_id,
+            key_id=principal.key_id,
+            endpoint=endpoint,
+            input_file_id=file.id,
+            completion_window=request.completion_window,
+            created_at=now,
+            expires_at=now + window,
+            retain_until=now + window + self.settings.retention_seconds,
+            metadata=metadata,
+            request_counts=RequestCounts(total=file.lines),
+        )
+        self._batches.create_batch(batch)
+        try:
+            execution = self._workflow.start(batch.id, self.execution_input(batch))
+        except Exception as exc:
+            error = LineError("workflow_unavailable", "The batch could not be started.")
+            self._batches.transition(
+                batch.id, RUNNING, FAILED, {"failed_at": self._clock.now(), "errors": [error]}
+            )
+            if isinstance(exc, GantryError):
+                raise
+            raise ServiceUnavailable(
+                "Batches cannot be started right now; retry shortly.",
+                details={"subsystem": "queue"},
+                retry_after=5,
+            ) from exc
+        self._batches.set_fields(batch.id, {"execution_id": execution})
+        return replace(batch, execution_id=execution)
+
+    def execution_input(self, batch: Batch) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "batch_id": batch.id,
+            "org_id": batch.org_id,
+            "max_concurrency": s.max_concurrency,
+            "timeouts": {
+                "validate": s.step_timeout_seconds,
+                "chunk": s.chunk_timeout_seconds,
+                "heartbeat": s.heartbeat_seconds,
+                "finalize": s.step_timeout_seconds,
+            },
+        }
+
+    def get(self, org_id: str, batch_id: str) -> Batch:
+        batch = self._batches.get_batch(batch_id) if is_batch_id(batch_id) else None
+        if batch is None or batch.org_id != org_id or self._clock.now() >= batch.retain_until:
+            raise NotFound(f"No batch with id '{batch_id}'.", code="not_found", param="batch_id")
+        return batch
+
+    def list_batches(self, org_id: str, limit: int, after: str | None) -> tuple[list[Batch], bool]:
+        now = self._clock.now()
+        found, more = self._batches.list_batches(org_id, limit, after)
+        return [b for b in found if now < b.retain_until], more
+
+    def cancel(self, org_id: str, batch_id: str) -> Batch:
+        """Stop running new lines: the workers finish the ones in flight, and the batch ends
+        `cancelled` with the results it has (unrun lines go to the error file)."""
+        batch = self.get(org_id, batch_id)
+        now = self._clock.now()
+        if batch.status == CANCELLING:
+            return batch
+        if not self._batches.transition(batch.id, CANCELLABLE, CANCELLING, {"cancelling_at": now}):
+            current = self.get(org_id, batch_id)
+            if current.status == CANCELLING:
+                return current
+            raise InvalidRequest(
+                f"The batch is already {current.status}; only batches that are "
+                f"{' or '.join(CANCELLABLE)} can be cancelled.",
+                code="batch_not_cancellable",
+                param="batch_id",
+            )
+        return batch.with_status(CANCELLING, now)
+
+
+# --- the workers' steps -----------------------------------------------------------------
+
+
+class BatchWorker:
+    """Runs one step of a batch for the state machine and answers its task token.
+
+    `keepalive` heartbeats the task (and extends the queue message); it returns False once
+    the task no longer waits (the execution stopped or timed out). Transient failures
+    raise, so the queue delivers the message again.
+    """
+
+    def __init__(
+        self,
+        *,
+        batches: BatchStore,
+        files: FileService,
+        blobs: BlobStore,
+        runner: LineRunner,
+        callbacks: TaskCallbacks,
+        queue: MessageQueue,
+        clock: Clock,
+        settings: BatchSettings,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._batches = batches
+        self._files = files
+        self._blobs = blobs
+        self._runner = runner
+        self._queue = queue
+        self._callbacks = callbacks
+        self._clock = clock
+        self._settings = settings
+        self._sleep = sleep
+
+    def handle(
+        self,
+        message: Mapping[str, Any],
+        keepalive: Callable[[], bool],
+        seconds_left: Callable[[], float] | None = None,
+    ) -> None:
+        step = str(message.get("step"))
+        token = str(message["task_token"])
+        batch = self._batches.get_batch(str(message.get("batch_id")))
+        if batch is None or batch.status in TERMINAL:
+            self._callbacks.fail(token, "Batch.Inactive", json.dumps({"message": "not running"}))
+            return
+        try:
+            if step == "validate":
+                output: dict[str, Any] | None = self.validate(batch)
+            elif step == "run":
+                chunk = Chunk.from_dict(message["chunk"])
+                output = self.run(batch, chunk, keepalive, seconds_left, message)
+            elif step == "finalize":
+                output = self.finalize(batch)
+            else:
+                raise ValueError(f"unknown step {step!r}")
+        except BatchFailure as failure:
+            # The batch keeps the worker's errors; the workflow then marks it failed.
+            first = failure.errors[0] if failure.errors else LineError("batch_failed", "failed")
+            self._batches.set_fields(batch.id, {"errors": failure.errors})
+            self._callbacks.fail(token, "Batch.Failed", json.dumps(first.as_dict()))
+            return
+        if output is None:
+            self._callbacks.fail(token, "Batch.Inactive", json.dumps({"message": "stopped"}))
+        elif output is not CONTINUED:
+            self._callbacks.succeed(token, output)
+
+    def _lines(self, batch: Batch) -> list[BatchLine]:
+        found = self._files.read(batch.input_file_id)
+        if found is None or found[0].org_id != batch.org_id:
+            raise BatchFailure(
+                [
+                    LineError(
+                        "file_not_found",
+                        f"The input file '{batch.input_file_id}' no longer exists.",
+                        "input_file_id",
+                    )
+                ]
+            )
+        return read_lines(found[1])
+
+    def validate(self, batch: Batch) -> dict[str, Any]:
+        lines = self._lines(batch)
+        errors = check_lines(lines, batch.endpoint)
+        if errors:
+            raise BatchFailure(errors)
+        plan = chunks(len(lines), self._settings.chunk_size)
+        fields = {"request_counts": RequestCounts(total=len(lines)), "chunk_count": len(plan)}
+        now = self._clock.now()
+        if not self._batches.transition(
+            batch.id, (VALIDATING,), IN_PROGRESS, {**fields, "in_progress_at": now}
+        ):
+            # Cancelled meanwhile: the chunks still run, writing every line as cancelled.
+            self._batches.set_fields(batch.id, fields)
+        return {"chunks": [c.as_dict() for c in plan]}
+
+    def run(
+        self,
+        batch: Batch,
+        chunk: Chunk,
+        keepalive: Callable[[], bool],
+        seconds_left: Callable[[], float] | None = None,
+        message: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        if self._batches.chunk_recorded(batch.id, chunk.index):
+            return {}
+        progress = _ChunkProgress.load(self._blobs, progress_key(batch.id, chunk.index))
+        lines = self._lines(batch)[chunk.start + progress.done : chunk.end]
+        status = _StatusView(self._batches, batch, self._clock)
+        beat = _Keepalive(keepalive, self._clock)
+        for ran, line in enumerate(lines):
+            if not beat():
+                return None
+            # At least one line per message, so a chunk always moves forward.
+            if ran and seconds_left is not None and seconds_left() < CONTINUE_MARGIN_SECONDS:
+                return self._continue(batch, chunk, progress, message)
+            rid = request_id(batch.id, line.line)
+            reason = None
+            if status.current() == CANCELLING:
+                reason = CANCELLED_LINE
+            elif self._clock.now() >= batch.expires_at:
+                reason = EXPIRED_LINE
+            if reason is not None:
+                progress.unrun(unrun_line(line, rid, reason))
+            else:
+                result = self._run_line(batch, line, rid, beat, seconds_left)
+                if result is None:  # rate limits outlasted this invocation
+                    return self._continue(batch, chunk, progress, message)
+                progress.ran(output_line(line, result), result.ok)
+        self._blobs.put(chunk_key(batch.id, chunk.index), progress.results(), "application/json")
+        self._batches.record_chunk(batch.id, chunk.index, progress.counts, progress.unrun_count)
+        return {}
+
+    def _continue(
+        self,
+        batch: Batch,
+        chunk: Chunk,
+        progress: _ChunkProgress,
+        message: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        progress.save(self._blobs, progress_key(batch.id, chunk.index))
+        self._queue.send({**(message or {}), "resumed_at": progress.done})
+        return CONTINUED
+
+    def _run_line(
+        self,
+        batch: Batch,
+        line: BatchLine,
+        rid: str,
+        beat: _Keepalive,
+        seconds_left: Callable[[], float] | None = None,
+    ) -> LineResult | None:
+        """Run a line; wait out rate limits and retry transient server errors while the
+        completion window lasts (batches yield to interactive traffic). None when a wait
+        would outlast the process: the line runs again in the chunk's continuation."""
+        server_errors = 0
+        while True:
+            result = self._runner.run(batch.key_id, rid, line.url, line.body)
+            if result.ok:
+                return result
+            error = result.body.get("error")
+            code = error.get("code") if isinstance(error, dict) else None
+            retryable = isinstance(error, dict) and bool(error.get("retryable"))
+            if result.status_code == 429 and code == "rate_limit_exceeded":
+                wait = result.retry_after or 1.0
+            elif result.status_code >= 500 and retryable:
+                server_errors += 1
+                if server_errors >= MAX_SERVER_ERROR_ATTEMPTS:
+                    return result
+                wait = result.retry_after or 2.0**server_errors
+            else:
+                return result
+            wait = min(wait, MAX_RETRY_WAIT_SECONDS)
+            if self._clock.now() + wait >= batch.expires_at:
+                return result
+            if seconds_left is not None and seconds_left() - wait < CONTINUE_MARGIN_SECONDS:
+                return None
+            if not beat.wait(wait, self._sleep):
+                return result
+
+    def finalize(self, batch: Batch) -> dict[str, Any]:
+        now = self._clock.now()
+        self._batches.transition(batch.id, (IN_PROGRESS,), FINALIZING, {"finalizing_at": now})
+        current = self._batches.get_batch(batch.id) or batch
+        outputs: list[str] = []
+        errors: list[str] = []
+        for index in range(current.chunk_count):
+            # Every chunk recorded its results before the Map let this step start.
+            part = json.loads(self._blobs.get(chunk_key(batch.id, index)))
+            outputs.extend(json.dumps(o, separators=(",", ":")) for o in part["output"])
+            errors.extend(json.dumps(e, separators=(",", ":")) for e in part["errors"])
+        fields: dict[str, Any] = {}
+        if outputs:
+            fields["output_file_id"] = self._result_file(current, "output", outputs).id
+        if errors:
+            fields["error_file_id"] = self._result_file(current, "errors", errors).id
+        status = final_status(current, self._batches.unrun_lines(batch.id))
+        fields[f"{status}_at"] = self._clock.now()
+        if not self._batches.transition(batch.id, (FINALIZING, CANCELLING), status, fields):
+            ended = self._batches.get_batch(batch.id)
+            status = ended.status if ended is not None else status
+        return {"status": status, "event": f"batch.{status}"}
+
+    def _result_file(self, batch: Batch, kind: str, lines: list[str]) -> FileObject:
+        data = ("\n".join(lines) + "\n").encode()
+        file = FileObject(
+            id=result_file_id(batch.id, kind),
+            org_id=batch.org_id,
+            purpose=BATCH_OUTPUT,
+            filename=f"{batch.id}_{kind}.jsonl",
+            bytes=len(data),
+            created_at=self._clock.now(),
+            lines=len(lines),
+        )
+        return self._files.store(file, data)
+
+
+@dataclass
+class _ChunkProgress:
+    """The results of a chunk's lines so far."""
+
+    output: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+    unrun_count: int = 0
+
+    @classmethod
+    def load(cls, blobs: BlobStore, key: str) -> _ChunkProgress:
+        if not blobs.exists(key):
+            return cls([], [])
+        saved = json.loads(blobs.get(key))
+        return cls(saved["output"], saved["errors"], saved["unrun"])
+
+    @property
+    def done(self) -> int:
+        return len(self.output) + len(self.errors)
+
+    @property
+    def counts(self) -> RequestCounts:
+        return RequestCounts(0, len(self.output), len(self.errors))
+
+    def ran(self, entry: dict[str, Any], ok: bool) -> None:
+        (self.output if ok else self.errors).append(entry)
+
+    def unrun(self, entry: dict[str, Any]) -> None:
+        self.errors.append(entry)
+        self.unrun_count += 1
+
+    def results(self) -> bytes:
+        body = {"output": self.output, "errors": self.errors}
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def save(self, blobs: BlobStore, key: str) -> None:
+        body = {"output": self.output, "errors": self.errors, "unrun": self.unrun_count}
+        blobs.put(key, json.dumps(body, separators=(",", ":")).encode(), "application/json")
+
+
+class _StatusView:
+    """The batch's status as the store has it, read again at most every few seconds."""
+
+    def __init__(self, store: BatchStore, batch: Batch, clock: Clock) -> None:
+        self._store = store
+        self._id = batch.id
+        self._status = batch.status
+        self._clock = clock
+        self._read_at = clock.monotonic()
+
+    def current(self) -> str:
+        if self._clock.monotonic() - self._read_at >= STATUS_CHECK_SECONDS:
+            found = self._store.get_batch(self._id)
+            self._status = found.status if found is not None else self._status
+            self._read_at = self._clock.monotonic()
+        return self._status
+
+
+class _Keepalive:
+    """Calls the step's keepalive at most every KEEPALIVE_SECONDS; remembers a refusal."""
+
+    def __init__(self, keepalive: Callable[[], bool], clock: Clock) -> None:
+        self._keepalive = keepalive
+        self._clock = clock
+        self._last = clock.monotonic()
+        self._alive = True
+
+    def __call__(self) -> bool:
+        if self._alive and self._clock.monotonic() - self._last >= KEEPALIVE_SECONDS:
+            self._alive = self._keepalive()
+            self._last = self._clock.monotonic()
+        return self._alive
+
+    def wait(self, seconds: float, sleep: Callable[[float], None]) -> bool:
+        """Sleep `seconds`, staying alive; False if the task stopped waiting meanwhile."""
+        remaining = seconds
+        while remaining > 0 and self._alive:
+            step = min(remaining, KEEPALIVE_SECONDS)
+            sleep(step)
+            remaining -= step
+            self()
+        return self._alive
