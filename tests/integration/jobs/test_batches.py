@@ -180,8 +180,11 @@ def test_batch_lines_are_billed_once_at_the_batch_discount(
 
 
 def test_cancelling_stops_new_lines_and_keeps_the_finished_ones(
-    api: TestClient, workers: Workers, runtime: Runtime
+    api: TestClient, workers: Workers, runtime: Runtime, receiver: Receiver
 ) -> None:
+    hook = api.post(
+        "/v1/webhooks", json={"url": receiver.url, "event_types": ["batch.cancelled"]}
+    ).json()
     slow = [echo_line(i, model="gantry-echo-paced") for i in range(100)]
     source = upload(api, jsonl(slow), purpose="batch", name="slow.jsonl")
     batch = create_batch(api, source["id"])
@@ -211,16 +214,21 @@ def test_cancelling_stops_new_lines_and_keeps_the_finished_ones(
 
     again = api.post(f"{BATCHES}/{batch['id']}/cancel")
     assert_error(again, 400, "batch_not_cancellable", param="batch_id")
+    (delivery,) = receiver.wait_for(1)
+    event = Webhook(hook["secret"]).verify(delivery.body, delivery.headers)
+    assert (event["type"], event["data"]["id"]) == ("batch.cancelled", batch["id"])
 
 
 def test_lines_left_when_the_window_closes_expire(
-    api: TestClient, runtime: Runtime, clock: MovingClock
+    api: TestClient, runtime: Runtime, clock: MovingClock, receiver: Receiver
 ) -> None:
+    api.post("/v1/webhooks", json={"url": receiver.url, "event_types": ["batch.expired"]})
     source = upload(api, jsonl([echo_line(i) for i in range(30)]), purpose="batch")
     batch = create_batch(api, source["id"])
     clock.advance(86_400 + 60)  # the workers start after the completion window closed
     with Workers(runtime, relay_every=0.2):
         done = wait_for(api, batch["id"])
+        (delivery,) = receiver.wait_for(1)
     assert done["status"] == "expired"
     assert done["expired_at"] is not None
     assert done["request_counts"] == {"total": 30, "completed": 0, "failed": 30}
@@ -228,11 +236,17 @@ def test_lines_left_when_the_window_closes_expire(
     expired = file_lines(api, done["error_file_id"])
     assert len(expired) == 30
     assert {e["error"]["code"] for e in expired} == {"batch_expired"}
+    # (Signed a day ahead of real time by the moved clock; signatures are checked elsewhere.)
+    event = json.loads(delivery.body)
+    assert (event["type"], event["data"]["id"]) == ("batch.expired", batch["id"])
 
 
 def test_a_batch_whose_lines_do_not_fit_its_endpoint_fails_validation(
-    api: TestClient, workers: Workers
+    api: TestClient, workers: Workers, receiver: Receiver
 ) -> None:
+    hook = api.post(
+        "/v1/webhooks", json={"url": receiver.url, "event_types": ["batch.failed"]}
+    ).json()
     requests = [
         echo_line(0),
         line("embed", {"model": "gantry-embed-small", "input": "x"}, url="/v1/embeddings"),
@@ -250,6 +264,9 @@ def test_a_batch_whose_lines_do_not_fit_its_endpoint_fails_validation(
     ]
     assert errors[1]["param"] == "body.stream"
     assert done["output_file_id"] is None and done["error_file_id"] is None
+    (delivery,) = receiver.wait_for(1)
+    event = Webhook(hook["secret"]).verify(delivery.body, delivery.headers)
+    assert (event["type"], event["data"]["id"]) == ("batch.failed", done["id"])
 
 
 def test_batches_are_listed_newest_first_and_paginated(api: TestClient, keys: Keys) -> None:
