@@ -3,9 +3,11 @@ seed-style `/v1/fine-tuning-jobs` paths. Job reads carry `Retry-After` while a j
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from gantry.domain.fine_tuning import CreateJob
@@ -93,59 +95,46 @@ def job_results(
     return json_response(rt.jobs.fine_tuning.results(principal.org_id, fine_tuning_job_id))
 
 
-for prefix, suffix in ((CANONICAL, ""), (ALIAS, "-alias")):
-    alias = bool(suffix)
-    router.add_api_route(
-        prefix,
-        create_job,
-        methods=["POST"],
-        response_model=FineTuningJobModel,
-        operation_id=f"fine-tuning-create{suffix}",
-        summary="Create a fine-tuning job",
-        include_in_schema=not alias,
-    )
-    router.add_api_route(
-        prefix,
-        list_jobs,
-        methods=["GET"],
-        response_model=FineTuningJobList,
-        operation_id=f"fine-tuning-list{suffix}",
-        summary="List fine-tuning jobs (newest first)",
-        include_in_schema=not alias,
-    )
-    router.add_api_route(
-        prefix + "/{fine_tuning_job_id}",
+JOB = "/{fine_tuning_job_id}"
+# (path under the prefix, method, handler, response model, operation, summary)
+ROUTES: tuple[tuple[str, str, Callable[..., Response], type[BaseModel], str, str], ...] = (
+    ("", "POST", create_job, FineTuningJobModel, "create", "Create a fine-tuning job"),
+    ("", "GET", list_jobs, FineTuningJobList, "list", "List fine-tuning jobs (newest first)"),
+    (
+        JOB,
+        "GET",
         retrieve_job,
-        methods=["GET"],
-        response_model=FineTuningJobModel,
-        operation_id=f"fine-tuning-retrieve{suffix}",
-        summary="Retrieve a fine-tuning job (Retry-After suggests the next poll)",
-        include_in_schema=not alias,
-    )
-    router.add_api_route(
-        prefix + "/{fine_tuning_job_id}/events",
+        FineTuningJobModel,
+        "retrieve",
+        "Retrieve a fine-tuning job (Retry-After suggests the next poll)",
+    ),
+    (
+        JOB + "/events",
+        "GET",
         list_events,
-        methods=["GET"],
-        response_model=FineTuningEventList,
-        operation_id=f"fine-tuning-events{suffix}",
-        summary="List a job's events (newest first)",
-        include_in_schema=not alias,
-    )
-    router.add_api_route(
-        prefix + "/{fine_tuning_job_id}/cancel",
-        cancel_job,
-        methods=["POST"],
-        response_model=FineTuningJobModel,
-        operation_id=f"fine-tuning-cancel{suffix}",
-        summary="Cancel a fine-tuning job",
-        include_in_schema=not alias,
-    )
-    router.add_api_route(
-        prefix + "/{fine_tuning_job_id}/results",
+        FineTuningEventList,
+        "events",
+        "List a job's events (newest first)",
+    ),
+    (JOB + "/cancel", "POST", cancel_job, FineTuningJobModel, "cancel", "Cancel a fine-tuning job"),
+    (
+        JOB + "/results",
+        "GET",
         job_results,
-        methods=["GET"],
-        response_model=FineTuningResults,
-        operation_id=f"fine-tuning-results{suffix}",
-        summary="A job's metrics, result files and fine-tuned model",
-        include_in_schema=not alias,
-    )
+        FineTuningResults,
+        "results",
+        "A job's metrics, result files and fine-tuned model",
+    ),
+)
+
+for prefix, suffix in ((CANONICAL, ""), (ALIAS, "-alias")):
+    for path, method, endpoint, model, operation, summary in ROUTES:
+        router.add_api_route(
+            prefix + path,
+            endpoint,
+            methods=[method],
+            response_model=model,
+            operation_id=f"fine-tuning-{operation}{suffix}",
+            summary=summary,
+            include_in_schema=not suffix,  # the seed-style aliases stay out of the docs
+        )
