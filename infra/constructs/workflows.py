@@ -164,7 +164,7 @@ class FineTuningWorkflow(Construct):
         allow_sends(self.role, training_queue, webhook_queue)
         self.role.add_to_principal_policy(
             iam.PolicyStatement(
-                actions=["dynamodb:UpdateItem", "dynamodb:PutItem"],
+                actions=["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"],
                 resources=[jobs_table.table_arn],
             )
         )

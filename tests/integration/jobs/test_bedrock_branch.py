@@ -215,3 +215,18 @@ def test_bedrock_models_learn_prompt_completion_files_only(
     response = api.post(JOBS, json={"model": bedrock_model.id, "training_file": chat["id"]})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_file_format"
+
+
+def test_cancelling_a_bedrock_job_stops_the_customization(
+    api: TestClient, workers: Workers, bedrock_integration: None, bedrock_model: ModelSpec
+) -> None:
+    rows = [{"prompt": f"q {i}?", "completion": f" a {i}."} for i in range(12)]
+    training = upload(api, jsonl(rows))
+    job = api.post(JOBS, json={"model": bedrock_model.id, "training_file": training["id"]}).json()
+    customization = wait_until(lambda: moto_customization(job["id"]))
+    wait_until(lambda: api.get(f"{JOBS}/{job['id']}").json()["status"] == "running")
+
+    cancelled = api.post(f"{JOBS}/{job['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    wait_until(lambda: customization.status in ("Stopping", "Stopped"), timeout=30)
+    assert api.get(f"{JOBS}/{job['id']}").json()["fine_tuned_model"] is None

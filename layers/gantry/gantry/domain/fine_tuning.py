@@ -329,7 +329,9 @@ class FineTuningService:
                 param="fine_tuning_job_id",
             )
         self._event(job, "Fine-tuning job cancelled")
-        if job.execution_id:
+        # A Bedrock job's execution keeps running: its next poll sees the job cancelled and
+        # stops Bedrock's customization job, which stopping the execution would leave running.
+        if job.execution_id and job.provider != BEDROCK:
             try:
                 self._workflow.stop(job.execution_id, "Job.Cancelled", "cancelled by the user")
             except Exception:
