@@ -343,3 +343,34 @@ def test_bad_batch_requests_are_clear_errors(
         json={"input_file_id": source["id"], "endpoint": CHAT, "completion_window": "24h"},
     )
     assert_error(denied, 403, "insufficient_scope")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "kind"),
+    [
+        ("/v1/embeddings", {"model": "gantry-embed-small", "input": "a quiet harbour"}, "list"),
+        (
+            "/v1/completions",
+            {"model": "gantry-echo", "prompt": "a quiet harbour"},
+            "text_completion",
+        ),
+        ("/v1/moderations", {"input": "a quiet harbour"}, None),
+    ],
+)
+def test_every_batch_endpoint_answers_as_its_route_does(
+    api: TestClient, workers: Workers, endpoint: str, body: dict[str, Any], kind: str | None
+) -> None:
+    requests = [line(f"r{i}", body, url=endpoint) for i in range(3)]
+    source = upload(api, jsonl(requests), purpose="batch")
+    created = api.post(
+        BATCHES,
+        json={"input_file_id": source["id"], "endpoint": endpoint, "completion_window": "24h"},
+    )
+    assert created.status_code == 200, created.text
+    done = wait_for(api, created.json()["id"])
+    assert done["status"] == "completed", done
+    direct = api.post(endpoint, json=body).json()
+    for entry in file_lines(api, done["output_file_id"]):
+        answer = entry["response"]["body"]
+        assert answer.get("object") == kind
+        assert answer.keys() == direct.keys()

@@ -261,12 +261,6 @@ def check_lines(lines: Sequence[BatchLine], endpoint: str) -> list[LineError]:
                     line.line,
                 )
             )
-        if not isinstance(line.body.get("model"), str):
-            errors.append(
-                LineError(
-                    "missing_model", "The request body needs a 'model'.", "body.model", line.line
-                )
-            )
         if len(errors) >= 100:  # enough to fix the file; the rest would only repeat
             break
     return errors
