@@ -21,6 +21,7 @@ from infra.constructs.jobs import GantryJobs
 from infra.constructs.layers import SharedLayers
 from infra.constructs.model_access import ModelAccess
 from infra.constructs.service_function import ServiceFunction, TableAccess
+from infra.constructs.settlements import GantrySettlements
 from infra.stacks.data_stack import DataStack
 
 RW = TableAccess.READ_WRITE
@@ -170,6 +171,13 @@ class ApiStack(Stack):
 
         self.jobs = GantryJobs(self, "Jobs", **common)
         self.batches = GantryBatches(self, "Batches", jobs=self.jobs, **common)
+
+        # The functions that admit and settle requests (they write quotas and usage) spool
+        # the settlements they cannot write; the settlement worker replays them.
+        self.settlements = GantrySettlements(self, "Settlements", **common)
+        self.settlements.spool_for(
+            self.inference, self.completions, self.models, self.batches.worker
+        )
 
         # Bedrock, OpenAI-compatible servers and request budgets for the model-calling
         # functions; the batch worker runs batch lines through the same app.

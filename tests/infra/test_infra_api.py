@@ -23,8 +23,8 @@ FINE_TUNING = "FineTuning"
 WEBHOOKS = "Webhooks"
 BATCHES = "Batches"
 BUFFERED = (INFERENCE, KEYS, MODELS, USAGE, CONVERSATIONS, FILES, FINE_TUNING, WEBHOOKS, BATCHES)
-# Functions without routes: the queue workers (training, webhooks, batches).
-WORKERS = 3
+# Functions without routes: the queue workers (training, webhooks, batches, settlements).
+WORKERS = 4
 EXPECTED_ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/v1/chat/completions"): COMPLETIONS,
     ("POST", "/v1/completions"): COMPLETIONS,

@@ -332,9 +332,13 @@ def test_the_worker_runs_lines_and_answers_its_tasks(stacks: GantryApp) -> None:
         "states:SendTaskHeartbeat",
     }
     sends = [s for s in statements if "sqs:SendMessage" in _as_list(s["Action"])]
-    assert [s["Resource"] for s in sends] == [  # continuations of long chunks
-        {"Fn::GetAtt": [_logical_id(batches.queue.queue), "Arn"]}
-    ]
+    assert sorted(json.dumps(s["Resource"]) for s in sends) == sorted(
+        json.dumps({"Fn::GetAtt": [_logical_id(queue), "Arn"]})
+        for queue in (
+            batches.queue.queue,  # continuations of long chunks
+            stacks.api.settlements.queue.queue,  # settlements a line could not write
+        )
+    )
     consumes = [s for s in statements if "sqs:ReceiveMessage" in _as_list(s["Action"])]
     assert [s["Resource"] for s in consumes] == [
         {"Fn::GetAtt": [_logical_id(batches.queue.queue), "Arn"]}

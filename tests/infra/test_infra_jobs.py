@@ -49,7 +49,7 @@ def test_queues_dead_letter_after_their_tries(stacks: GantryApp) -> None:
 
 def test_workers_consume_their_queues_with_partial_batch_failures(stacks: GantryApp) -> None:
     mappings = list(stacks.api_resources("AWS::Lambda::EventSourceMapping").values())
-    assert len(mappings) == 3  # training, webhooks, batches
+    assert len(mappings) == 4  # training, webhooks, batches, settlements
     for mapping in mappings:
         assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     rules = stacks.api_resources("AWS::Events::Rule")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import secrets
 import threading
 from typing import Any
 
@@ -11,8 +13,11 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
 from gantry.adapters.aws import client
 from gantry.adapters.dynamodb_meter import DynamoMeter
+from gantry.adapters.sqs_queue import SqsQueue
 from gantry.domain.metering import Actual, Admission
 from gantry.domain.orgs import Limits
+from gantry.lambda_workers import settlements
+from gantry.local.invoke import LocalContext
 from gantry.runtime import Runtime
 from tests.conftest import FakeClock
 from tests.integration.test_limits import Caller, admit, new_key, new_org, race
@@ -175,4 +180,86 @@ def test_release_writes_no_ledger_and_is_idempotent(runtime: Runtime) -> None:
     meter.release(admission)
     state = runtime.usage.quota_states([f"ORG#{org_id}"])[f"ORG#{org_id}"]
     assert state.day_tokens == 0 and state.leases_held == 0
+    assert scan(runtime, "REQ#", caller.record.key_id) == []
+
+
+def spool_queue(runtime: Runtime) -> SqsQueue:
+    sqs = client("sqs", runtime.settings)
+    url = sqs.create_queue(QueueName=f"settlements-{secrets.token_hex(4)}")["QueueUrl"]
+    return SqsQueue(sqs, url, "settlements")
+
+
+def spooled_event(queue: SqsQueue) -> dict[str, Any]:
+    messages = queue.receive(0, 30, 10)
+    return {
+        "Records": [
+            {"messageId": f"m{i}", "receiptHandle": m.receipt, "body": json.dumps(m.body)}
+            for i, m in enumerate(messages)
+        ]
+    }
+
+
+def test_settlements_outlive_their_process_in_the_settlement_queue(
+    runtime: Runtime, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    org_id = new_org(runtime, tokens_per_day=1_000_000)
+    caller = new_key(runtime, org_id, limits=Limits(tokens_per_day=500_000))
+    queue = spool_queue(runtime)
+    flaky = FlakySettlements(client("dynamodb", runtime.settings), first=False)
+    meter = DynamoMeter(
+        flaky,  # type: ignore[arg-type]
+        quotas_table=runtime.settings.quotas_table,
+        usage_table=runtime.settings.usage_table,
+        limits=runtime.limits,
+        clock=clock,
+        max_attempts=2,
+        sleep=lambda _: None,
+        spool=queue,
+    )
+    flaky.broken = True
+    admissions = [admit(meter, runtime, caller, tokens=30) for _ in range(5)]
+    with caplog.at_level("WARNING", logger="gantry.metering"):
+        for i, admission in enumerate(admissions):
+            meter.settle(admission, usage_of(i))
+    assert meter.pending == 0  # nothing waits in this process's memory
+    assert "spooled for replay" in caplog.text
+    assert scan(runtime, "REQ#", caller.record.key_id) == []
+    del meter  # the process that admitted them is gone
+
+    event = spooled_event(queue)
+    assert len(event["Records"]) == 5
+    context = LocalContext("gantry-settlement_worker", remaining_millis=60_000)
+    assert settlements(event, context) == {"batchItemFailures": []}
+    assert settlements(event, context) == {"batchItemFailures": []}  # delivered twice
+    assert_counters_match_ledger(runtime, caller, 5)
+    expected = sum(usage_of(i).total_tokens for i in range(5))
+    states = runtime.usage.quota_states([f"KEY#{caller.record.key_id}", f"ORG#{org_id}"])
+    for state in states.values():
+        assert state.day_tokens == expected  # each reservation refunded once
+        assert state.leases_held == 0
+
+
+def test_a_spooled_settlement_that_still_fails_stays_on_the_queue(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    org_id = new_org(runtime, tokens_per_day=1_000_000)
+    caller = new_key(runtime, org_id)
+    queue = spool_queue(runtime)
+    flaky = FlakySettlements(client("dynamodb", runtime.settings), first=False)
+    flaky.broken = True
+    broken = DynamoMeter(
+        flaky,  # type: ignore[arg-type]
+        quotas_table=runtime.settings.quotas_table,
+        usage_table=runtime.settings.usage_table,
+        limits=runtime.limits,
+        clock=clock,
+        max_attempts=2,
+        sleep=lambda _: None,
+        spool=queue,
+    )
+    broken.settle(admit(broken, runtime, caller, tokens=30), usage_of(0))
+    runtime.__dict__["meter"] = broken  # the outage is not over
+    event = spooled_event(queue)
+    context = LocalContext("gantry-settlement_worker", remaining_millis=60_000)
+    assert settlements(event, context) == {"batchItemFailures": [{"itemIdentifier": "m0"}]}
     assert scan(runtime, "REQ#", caller.record.key_id) == []

@@ -43,6 +43,8 @@ class Settings(TableNames):
     heartbeat_seconds: float = 15.0
     # "on": limits enforced and usage recorded in DynamoDB; "off": everything admitted.
     metering: Literal["on", "off"] = "on"
+    # Settlements that cannot be written after their retries wait here to be replayed.
+    settlement_queue_url: str | None = None
     # Response cache: how long answers live, and the model that embeds semantic prompts.
     cache_ttl_seconds: int = 86_400
     semantic_cache_model: str = "gantry-embed-small"

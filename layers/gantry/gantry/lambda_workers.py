@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from gantry.adapters.dynamodb_meter import DynamoMeter
 from gantry.runtime import get_runtime
 
 logger = logging.getLogger("gantry.workers")
@@ -67,5 +68,21 @@ def webhooks(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 failures.append({"itemIdentifier": record["messageId"]})
         except Exception:
             logger.exception("webhook message failed; it will be delivered again")
+            failures.append({"itemIdentifier": record["messageId"]})
+    return {"batchItemFailures": failures}
+
+
+def settlements(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Replays the settlements and releases the meter spooled during a DynamoDB outage; a
+    message that still cannot be written stays on the queue (and is dead-lettered last)."""
+    meter = get_runtime().meter
+    failures = []
+    for record in event.get("Records", []):
+        try:
+            if not isinstance(meter, DynamoMeter):
+                raise RuntimeError("metering is off: spooled settlements cannot be replayed")
+            meter.replay(json.loads(record["body"]))
+        except Exception:
+            logger.exception("a spooled settlement could not be written yet")
             failures.append({"itemIdentifier": record["messageId"]})
     return {"batchItemFailures": failures}

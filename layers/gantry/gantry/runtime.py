@@ -18,6 +18,7 @@ from gantry.adapters.dynamodb_meter import DynamoMeter
 from gantry.adapters.dynamodb_usage import DynamoUsage
 from gantry.adapters.local.provider import LocalProvider
 from gantry.adapters.providers import remote_providers, resilience_settings
+from gantry.adapters.sqs_queue import SqsQueue
 from gantry.config import Settings, get_settings
 from gantry.domain.auth import Authenticator
 from gantry.domain.caching import CacheStore
@@ -109,6 +110,14 @@ class Runtime:
             usage_table=self.settings.usage_table,
             limits=self.limits,
             clock=self.clock,
+            spool=self.settlement_queue if self.settings.settlement_queue_url else None,
+        )
+
+    @cached_property
+    def settlement_queue(self) -> SqsQueue:
+        """Where settlements that cannot be written wait to be replayed (DynamoMeter)."""
+        return SqsQueue(
+            client("sqs", self.settings), self.settings.settlement_queue_url, "settlements"
         )
 
     @cached_property

@@ -30,12 +30,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from gantry.adapters.dynamodb_quotas import charge_params, refund_params, state_from_item
 from gantry.adapters.dynamodb_usage import Settled, counter_updates, event_put, ledger_put
+from gantry.adapters.metering_spool import RELEASE, SETTLEMENT, Ticket, from_message, to_message
 from gantry.domain.errors import ServiceUnavailable
 from gantry.domain.keys import Principal
 from gantry.domain.limits import (
     Charge,
     Clock,
-    Hold,
     LimitResolver,
     QuotaState,
     Refund,
@@ -56,7 +56,8 @@ from gantry.domain.limits import (
 )
 from gantry.domain.metering import Actual, Admission, Estimate
 from gantry.domain.registry import ModelSpec
-from gantry.domain.usage import QuotaWarning, quota_warnings, warning_header
+from gantry.domain.usage import quota_warnings, warning_header
+from gantry.job_ports import MessageQueue
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -101,26 +102,22 @@ class MeterStats:
                 self.read_units += units
 
 
-@dataclass(frozen=True)
-class Ticket:
-    """The meter's bookkeeping for one admission."""
-
-    holds: tuple[Hold, ...]
-    warnings: tuple[QuotaWarning, ...]
-    org_id: str
-    tokens: int = 0  # reserved
-    cost: int = 0  # reserved, nano-USD
-
-
 class _Refused(Exception):
     """A conditional write was refused: `states` are the current items of the quota items
     whose condition failed, `failed` the indexes of the failed writes."""
 
-    def __init__(self, states: dict[str, QuotaState], failed: frozenset[int], retry: bool) -> None:
+    def __init__(
+        self,
+        states: dict[str, QuotaState],
+        failed: frozenset[int],
+        retry: bool,
+        items: Mapping[int, Mapping[str, Any]] | None = None,
+    ) -> None:
         super().__init__("conditional write refused")
         self.states = states
         self.failed = failed
         self.retry = retry
+        self.items = dict(items or {})  # index -> the item a refused write found
 
 
 def _code(exc: ClientError) -> str:
@@ -140,6 +137,7 @@ class _Job:
     kind: str
     admission: Admission
     run: Callable[[int], None]
+    at: float
     actual: Actual | None = None
     failures: int = 0
 
@@ -170,6 +168,7 @@ class DynamoMeter:
         sleep: Callable[[float], None] = time.sleep,
         max_pending: int = 10_000,
         max_job_failures: int = 50,
+        spool: MessageQueue | None = None,
     ) -> None:
         self._client = client
         self._quotas = quotas_table
@@ -181,6 +180,7 @@ class DynamoMeter:
         self._sleep = sleep
         self._max_pending = max_pending
         self._max_job_failures = max_job_failures
+        self._spool = spool
         self._states: dict[str, QuotaState] = {}
         self._lock = threading.Lock()
         self._pending: deque[_Job] = deque()
@@ -259,15 +259,25 @@ class DynamoMeter:
         def run(attempts: int) -> None:
             self._settle(admission, actual, at, attempts)
 
-        if self._run(_Job("settlement", admission, run, actual)):
+        if self._run(_Job(SETTLEMENT, admission, run, at, actual)):
             self.drain()
 
     def release(self, admission: Admission) -> None:
         def run(attempts: int) -> None:
             self._release(admission, attempts)
 
-        if self._run(_Job("release", admission, run)):
+        if self._run(_Job(RELEASE, admission, run, self._clock.now())):
             self.drain()
+
+    def replay(self, message: Mapping[str, Any]) -> None:
+        """Write a spooled settlement or release; raises if it still cannot be written."""
+        spooled = from_message(message)
+        if spooled.kind == SETTLEMENT and spooled.actual is not None:
+            self._settle(spooled.admission, spooled.actual, spooled.at, self._max_attempts)
+        elif spooled.kind == RELEASE:
+            self._release(spooled.admission, self._max_attempts)
+        else:
+            raise ValueError(f"not a spooled settlement or release: {spooled.kind!r}")
 
     # --- pending work --------------------------------------------------------------------
 
@@ -287,25 +297,27 @@ class DynamoMeter:
                 job.run(2)
             except Exception:
                 job.failures += 1
-                if job.failures >= self._max_job_failures:
+                if job.failures < self._max_job_failures:
+                    self._pending.append(job)
+                elif not self._spooled(job):
                     logger.critical(
                         "metering %s dropped after %d attempts: %s",
                         job.kind,
                         job.failures,
                         job.describe(),
                     )
-                else:
-                    self._pending.append(job)
             else:
                 done += 1
         return done
 
     def _run(self, job: _Job) -> bool:
-        """Run the job now, or queue it if it fails; True when it was written."""
+        """Run the job now, or spool (or else queue) it if it fails; True when written."""
         try:
             job.run(self._max_attempts)
             return True
         except Exception:
+            if self._spooled(job):
+                return False
             if len(self._pending) >= self._max_pending:
                 logger.critical("metering %s lost (queue full): %s", job.kind, job.describe())
                 return False
@@ -317,6 +329,22 @@ class DynamoMeter:
             )
             self._pending.append(job)
             return False
+
+    def _spooled(self, job: _Job) -> bool:
+        """Hand the job to the settlement queue, where it outlives this process; False
+        when there is no queue or it cannot be reached either."""
+        if self._spool is None:
+            return False
+        message = to_message(
+            job.kind, job.admission, self._ticket(job.admission), job.actual, job.at
+        )
+        try:
+            self._spool.send(message)
+        except Exception:
+            logger.error("could not spool metering %s: %s", job.kind, job.describe(), exc_info=True)
+            return False
+        logger.warning("metering %s spooled for replay: %s", job.kind, job.describe())
+        return True
 
     # --- settlement and release ----------------------------------------------------------
 
@@ -342,6 +370,7 @@ class DynamoMeter:
             reserved_tokens=ticket.tokens,
             reserved_cost_nano=ticket.cost,
             cached_tokens=actual.cached_tokens,
+            admission_id=ticket.id,
         )
         fixed: list[dict[str, Any]] = [{"Put": ledger_put(self._usage, settled)}]
         fixed += [{"Update": update} for update in counter_updates(self._usage, settled)]
@@ -357,9 +386,13 @@ class DynamoMeter:
                 self._transact(items, pks)
             except _Refused as refused:
                 if 0 in refused.failed:
-                    # The ledger item exists: this request id was settled by an earlier run
-                    # (a retried batch line). This run's reservation goes back whole.
-                    self._release(admission, attempts)
+                    # The ledger item exists. If this admission wrote it (an earlier attempt
+                    # landed unseen), the settlement is done. If another admission of the
+                    # same request id did (a retried batch line), this one's reservation
+                    # goes back whole.
+                    writer = refused.items.get(0, {}).get("admission", {}).get("S")
+                    if writer and writer != ticket.id:
+                        self._release(admission, attempts)
                     return
                 self._narrow(refunds, refused.states)
                 if refused.retry or not refused.states:
@@ -527,12 +560,14 @@ class DynamoMeter:
                 raise
             reasons: list[Any] = exc.response.get("CancellationReasons") or []  # type: ignore[typeddict-item]
             states: dict[str, QuotaState] = {}
+            found: dict[int, Mapping[str, Any]] = {}
             failed: set[int] = set()
             retry = not reasons
             for index, reason in enumerate(reasons):
                 code = reason.get("Code") or "None"
                 if code == "ConditionalCheckFailed":
                     failed.add(index)
+                    found[index] = reason.get("Item") or {}
                     pk = pks[index] if index < len(pks) else None
                     if pk is not None:
                         states[pk] = state_from_item(reason.get("Item"))
@@ -540,7 +575,7 @@ class DynamoMeter:
                     retry = True
                 elif code != "None":
                     raise
-            raise _Refused(states, frozenset(failed), retry) from exc
+            raise _Refused(states, frozenset(failed), retry, found) from exc
         self.stats.record("TransactWriteItems", response)
 
     def _backoff(self, attempt: int) -> None:

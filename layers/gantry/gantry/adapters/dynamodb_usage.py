@@ -75,6 +75,7 @@ class Settled:
     reserved_tokens: int
     reserved_cost_nano: int
     cached_tokens: int = 0  # > 0 when the answer came from the response cache
+    admission_id: str = ""  # which admission wrote the ledger item (a retried request has two)
 
     @property
     def hour(self) -> str:
@@ -101,7 +102,15 @@ def ledger_put(table: str, s: Settled) -> dict[str, Any]:
     }
     if s.cached_tokens:
         item["cached_tokens"] = _n(s.cached_tokens)
-    return {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
+    if s.admission_id:
+        item["admission"] = _s(s.admission_id)
+    return {
+        "TableName": table,
+        "Item": item,
+        "ConditionExpression": "attribute_not_exists(pk)",
+        # A refused put returns the ledger item already there, to tell who wrote it.
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
 
 
 def counter_updates(table: str, s: Settled) -> list[dict[str, Any]]:

@@ -82,6 +82,11 @@ class ModelSpec:
         return round(cost, 10)
 
     @classmethod
+    def named(cls, model_id: str) -> ModelSpec:
+        """A spec known only by its id: what a usage record needs once its request ended."""
+        return cls(model_id, "", model_id, "", 0, 0, 0.0, 0.0, frozenset())
+
+    @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ModelSpec:
         caps = frozenset(raw["capabilities"])
         unknown = caps - CAPABILITIES

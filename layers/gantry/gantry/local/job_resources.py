@@ -1,7 +1,7 @@
-"""The local AWS resources of files, fine-tuning, batches and webhooks, created in moto: the
-files bucket, the training, batch and webhook queues with their dead-letter queues, and the
-fine-tuning and batch state machines from the same ASL files CDK deploys (with the same
-substitutions).
+"""The local AWS resources of files, fine-tuning, batches, webhooks and the metering spool,
+created in moto: the files bucket, the training, batch, webhook and settlement queues with
+their dead-letter queues, and the fine-tuning and batch state machines from the same ASL
+files CDK deploys (with the same substitutions).
 
 moto runs a state machine only when told to (`execute_state_machine`), and its tasks call
 AWS at `localhost:$MOTO_PORT`, so both are set for the server the runtime uses.
@@ -28,6 +28,8 @@ TRAINING_MAX_RECEIVES = 5
 TRAINING_VISIBILITY_SECONDS = 60
 BATCH_MAX_RECEIVES = 5
 BATCH_VISIBILITY_SECONDS = 60
+SETTLEMENT_MAX_RECEIVES = 10
+SETTLEMENT_VISIBILITY_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class JobResources:
     batch_queue_url: str
     batch_dlq_url: str
     batch_state_machine_arn: str
+    settlement_queue_url: str
+    settlement_dlq_url: str
 
     def environment(self) -> dict[str, str]:
         return {
@@ -50,6 +54,7 @@ class JobResources:
             "GANTRY_FINE_TUNING_STATE_MACHINE_ARN": self.state_machine_arn,
             "GANTRY_BATCH_QUEUE_URL": self.batch_queue_url,
             "GANTRY_BATCH_STATE_MACHINE_ARN": self.batch_state_machine_arn,
+            "GANTRY_SETTLEMENT_QUEUE_URL": self.settlement_queue_url,
         }
 
     def apply(self, settings: Settings) -> Settings:
@@ -61,6 +66,7 @@ class JobResources:
                 "fine_tuning_state_machine_arn": self.state_machine_arn,
                 "batch_queue_url": self.batch_queue_url,
                 "batch_state_machine_arn": self.batch_state_machine_arn,
+                "settlement_queue_url": self.settlement_queue_url,
             }
         )
 
@@ -120,6 +126,9 @@ def provision(settings: Settings, prefix: str = "gantry") -> JobResources:
     batches, batches_dlq = _queue(
         sqs, f"{prefix}-batch", BATCH_MAX_RECEIVES, BATCH_VISIBILITY_SECONDS
     )
+    settlements, settlements_dlq = _queue(
+        sqs, f"{prefix}-settlements", SETTLEMENT_MAX_RECEIVES, SETTLEMENT_VISIBILITY_SECONDS
+    )
     sfn = client("stepfunctions", settings)
     fine_tuning = _state_machine(
         sfn,
@@ -156,6 +165,8 @@ def provision(settings: Settings, prefix: str = "gantry") -> JobResources:
         batches,
         batches_dlq,
         batch,
+        settlements,
+        settlements_dlq,
     )
 
 

@@ -1,6 +1,7 @@
 """Background threads that do locally what the worker Lambda functions do in AWS: consume
-the training and batch queues (the state machines' callback tasks) and the webhook queue
-(deliveries, with their retries), and relay pending quota events to the webhook queue."""
+the training and batch queues (the state machines' callback tasks), the webhook queue
+(deliveries, with their retries) and the settlement queue (usage the meter could not write
+during an outage), and relay pending quota events to the webhook queue."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from gantry.adapters.dynamodb_meter import DynamoMeter
 from gantry.adapters.sqs_queue import Received, SqsQueue
 from gantry.runtime import Runtime
 
@@ -19,6 +21,7 @@ logger = logging.getLogger("gantry.workers")
 POLL_SECONDS = 0.1
 TRAINING_VISIBILITY_SECONDS = 60
 BATCH_VISIBILITY_SECONDS = 60
+SETTLEMENT_VISIBILITY_SECONDS = 30
 WEBHOOK_VISIBILITY_SECONDS = 30
 RELAY_EVERY_SECONDS = 5.0
 
@@ -126,6 +129,15 @@ def webhook_handler(rt: Runtime) -> Callable[[Received], None]:
     return handle
 
 
+def settlement_handler(rt: Runtime, meter: DynamoMeter) -> Callable[[Received], None]:
+    def handle(message: Received) -> None:
+        # One that still fails stays on the queue: visible again after its timeout.
+        meter.replay(message.body)
+        rt.settlement_queue.delete(message.receipt)
+
+    return handle
+
+
 class Relay:
     def __init__(self, rt: Runtime, every: float) -> None:
         self._rt = rt
@@ -156,9 +168,22 @@ class Workers:
             idle=Relay(rt, relay_every),
         )
 
+        meter = rt.meter
+        self.settlements = (
+            QueueWorker(
+                "settlements",
+                rt.settlement_queue,
+                settlement_handler(rt, meter),
+                SETTLEMENT_VISIBILITY_SECONDS,
+            )
+            if rt.settings.settlement_queue_url and isinstance(meter, DynamoMeter)
+            else None
+        )
+
     @property
     def all(self) -> tuple[QueueWorker, ...]:
-        return (self.training, self.batches, self.webhooks)
+        optional = (self.settlements,) if self.settlements is not None else ()
+        return (self.training, self.batches, self.webhooks, *optional)
 
     def start(self) -> Workers:
         for worker in self.all:
