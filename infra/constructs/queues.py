@@ -1,8 +1,11 @@
-"""SQS queues with dead-letter queues: encrypted, TLS-only."""
+"""SQS queues with dead-letter queues: encrypted, TLS-only, and an alarm on each
+dead-letter queue (a message there is work that failed every try: a lost webhook, a
+batch step, a settlement)."""
 
 from __future__ import annotations
 
 from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -39,4 +42,19 @@ class QueueWithDeadLetters(Construct):
             dead_letter_queue=sqs.DeadLetterQueue(
                 queue=self.dead_letters, max_receive_count=max_receives
             ),
+        )
+        self.alarm = cloudwatch.Alarm(
+            self,
+            "DeadLettersAlarm",
+            alarm_description=(
+                f"Messages of {construct_id} failed every try and wait in its dead-letter "
+                "queue: inspect them, fix the cause and redrive them."
+            ),
+            metric=self.dead_letters.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(5), statistic="Maximum"
+            ),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )

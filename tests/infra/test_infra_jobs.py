@@ -110,3 +110,22 @@ def test_serving_functions_read_artifacts_only(stacks: GantryApp) -> None:
         s3 = [s for s in statements if "s3:" in json.dumps(s["Action"])]
         assert s3 and all(s["Action"] == "s3:GetObject" for s in s3)
         assert all("fine-tuning/*" in json.dumps(s["Resource"]) for s in s3)
+
+
+def test_every_dead_letter_queue_raises_an_alarm(stacks: GantryApp) -> None:
+    queues = stacks.api_resources("AWS::SQS::Queue")
+    dead_letters = {logical_id for logical_id in queues if "DeadLetters" in logical_id}
+    alarms = stacks.api_resources("AWS::CloudWatch::Alarm").values()
+    watched = {
+        dimension["Value"]["Fn::GetAtt"][0]
+        for alarm in alarms
+        for dimension in alarm["Properties"].get("Dimensions", [])
+        if dimension["Name"] == "QueueName"
+    }
+    assert dead_letters and watched == dead_letters
+    for alarm in alarms:
+        props = alarm["Properties"]
+        if props.get("Namespace") == "AWS/SQS":
+            assert props["MetricName"] == "ApproximateNumberOfMessagesVisible"
+            assert props["Threshold"] == 1
+            assert props["TreatMissingData"] == "notBreaching"
