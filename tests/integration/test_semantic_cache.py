@@ -122,6 +122,40 @@ def test_opt_in_per_key(app_client: TestClient, runtime: Runtime) -> None:
     assert ask(app_client, caller, chat(CLOSE), "off").headers["x-cache-status"] == "BYPASS"
 
 
+def test_an_admin_opts_a_key_in_through_the_keys_api(
+    app_client: TestClient, runtime: Runtime
+) -> None:
+    org = new_org(runtime)
+    admin = new_key(runtime, org, scopes=("admin:full",))
+    caller = new_key(runtime, org, scopes=("completions:write",))
+    path = f"/v1/keys/{caller.record.key_id}"
+    bad = app_client.patch(
+        path, json={"metadata": {"semantic_cache": "threshold=2"}}, headers=admin.headers
+    )
+    assert_error(bad, 400, "invalid_value", "metadata.semantic_cache")
+    too_many = {f"k{i}": "v" for i in range(17)}
+    assert_error(
+        app_client.patch(path, json={"metadata": too_many}, headers=admin.headers),
+        400,
+        "invalid_value",
+        "metadata",
+    )
+
+    patched = app_client.patch(
+        path, json={"metadata": {"semantic_cache": "threshold=0.95"}}, headers=admin.headers
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["metadata"] == {"semantic_cache": "threshold=0.95"}
+    assert ask(app_client, caller, chat(ASKED), None).headers["x-cache-status"] == "MISS"
+    assert ask(app_client, caller, chat(CLOSE), None).headers["x-cache-status"] == "HIT"
+
+    cleared = app_client.patch(path, json={"metadata": None}, headers=admin.headers)
+    assert cleared.json()["metadata"] is None
+    assert ask(app_client, caller, chat(CLOSE), None).headers["x-cache-status"] != "HIT"
+    stored = runtime.key_store.get_key(caller.record.key_id)
+    assert stored is not None and stored.metadata == {}
+
+
 @pytest.mark.parametrize("value", ["threshold=1.5", "threshold=0", "similarity=0.9", "yes"])
 def test_a_malformed_header_is_a_400(app_client: TestClient, caller: Caller, value: str) -> None:
     response = app_client.post(

@@ -216,6 +216,7 @@ class DynamoKeyStore:
             "#limits": "limits",
             "#expires": "expires_at",
             "#org": "org_id",
+            "#metadata": "metadata",
         }
         values: dict[str, Any] = {
             ":name": {"S": record.name},
@@ -234,6 +235,11 @@ class DynamoKeyStore:
         else:
             sets.append("#expires = :expires")
             values[":expires"] = {"N": repr(record.expires_at)}
+        if record.metadata:
+            sets.append("#metadata = :metadata")
+            values[":metadata"] = {"M": {k: {"S": v} for k, v in record.metadata.items()}}
+        else:
+            removes.append("#metadata")
         rotation = "attribute_not_exists(rotated_to)"
         if record.rotated_to is not None:
             rotation = "rotated_to = :rotated_to"

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
+from gantry.domain.caching import SEMANTIC_KEY_METADATA, parse_semantic
 from gantry.domain.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from gantry.domain.keys import (
     KeyRecord,
@@ -22,6 +23,7 @@ from gantry.domain.keys import (
     new_api_key,
     validate_scopes,
 )
+from gantry.domain.metadata import validate_metadata
 from gantry.domain.orgs import Limits, Organization
 from gantry.ports import Clock, KeyStore
 
@@ -78,6 +80,16 @@ class KeyChanges:
     scopes: tuple[str, ...] | None = None
     limits: Limits | None = None
     expires_at: float | None = None
+    metadata: dict[str, str] | None = None  # replaced whole; None clears it
+
+
+def key_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """A key's metadata, checked: OpenAI's limits, and settings Gantry reads from it
+    (`semantic_cache`: the key's semantic-cache threshold) must parse."""
+    checked = validate_metadata(metadata)
+    if SEMANTIC_KEY_METADATA in checked:
+        parse_semantic(checked[SEMANTIC_KEY_METADATA], f"metadata.{SEMANTIC_KEY_METADATA}")
+    return checked
 
 
 def key_status(record: KeyRecord, now: float) -> str:
@@ -120,6 +132,7 @@ class KeyManager:
         expires_at: float | None = None,
         limits: Limits | None = None,
         org_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> IssuedKey:
         if org_id is not None and org_id != actor.org_id:
             raise NotFound(f"No organization '{org_id}'.", code="not_found", param="org_id")
@@ -138,6 +151,7 @@ class KeyManager:
             created_by=actor.name,
             expires_at=expires_at,
             limits=limits,
+            metadata=key_metadata(metadata),
         )
         self._store.create_key(record)
         return IssuedKey(record, full_key)
@@ -189,6 +203,8 @@ class KeyManager:
         if "expires_at" in changes.given:
             self._check_expiry(changes.expires_at, now)
             updated = replace(updated, expires_at=changes.expires_at)
+        if "metadata" in changes.given:
+            updated = replace(updated, metadata=key_metadata(changes.metadata))
         if updated == record:
             return record
         if not self._store.update_key(updated, now):
@@ -235,6 +251,7 @@ class KeyManager:
             created_at=now,
             created_by=actor.name,
             limits=old.limits,
+            metadata=old.metadata,
             rotated_from=old.key_id,
         )
         grace_ends = now + grace_seconds

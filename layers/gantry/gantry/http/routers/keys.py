@@ -56,6 +56,7 @@ def create_key(body: KeyCreateRequest, principal: KeysWriter, rt: CurrentRuntime
         expires_at=body.expires_at,
         limits=_limits(body.limits),
         org_id=body.org_id,
+        metadata=body.metadata,
     )
     return json_response(issued_key_object(issued, rt.clock.now()))
 
@@ -96,7 +97,7 @@ def retrieve_key(key_id: str, principal: KeysReader, rt: CurrentRuntime) -> Resp
     "/keys/{key_id}",
     response_model=ApiKey,
     operation_id="keys-update",
-    summary="Update an API key's name, scopes, limits or expiry",
+    summary="Update an API key's name, scopes, limits, expiry or metadata",
 )
 def update_key(
     key_id: str, body: KeyUpdateRequest, principal: KeysWriter, rt: CurrentRuntime
@@ -107,6 +108,7 @@ def update_key(
         scopes=tuple(body.scopes) if body.scopes is not None else None,
         limits=_limits(body.limits),
         expires_at=body.expires_at,
+        metadata=body.metadata,
     )
     record = _manager(rt).update(Actor.of(principal), key_id, changes)
     rt.authenticator.forget(key_id)

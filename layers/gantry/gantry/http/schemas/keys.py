@@ -25,6 +25,12 @@ _LIMITS_HELP = (
 )
 
 
+_METADATA_HELP = (
+    'Up to 16 string pairs. `semantic_cache: "threshold=0.95"` opts the key\'s chat '
+    "requests into the semantic cache."
+)
+
+
 class KeyCreateRequest(StrictRequest):
     name: str = Field(min_length=1, max_length=256)
     scopes: list[str] = Field(max_length=len(SCOPES), description=_SCOPES_HELP)
@@ -33,6 +39,7 @@ class KeyCreateRequest(StrictRequest):
     org_id: str | None = Field(
         default=None, max_length=128, description="The calling key's organization (default)."
     )
+    metadata: dict[str, str] | None = Field(default=None, description=_METADATA_HELP)
 
 
 class KeyUpdateRequest(StrictRequest):
@@ -42,6 +49,7 @@ class KeyUpdateRequest(StrictRequest):
     scopes: list[str] | None = Field(default=None, max_length=len(SCOPES))
     expires_at: int | None = None
     limits: dict[str, Any] | None = Field(default=None, description=_LIMITS_HELP)
+    metadata: dict[str, str] | None = Field(default=None, description=_METADATA_HELP)
 
 
 class KeyRotateRequest(StrictRequest):
@@ -68,6 +76,7 @@ class ApiKey(WireModel):
     limits: dict[str, float] | None
     rotated_from: str | None
     rotated_to: str | None
+    metadata: dict[str, str] | None
 
 
 class CreatedApiKey(ApiKey):
@@ -116,6 +125,7 @@ def api_key_object(record: KeyRecord, now: float) -> dict[str, Any]:
         "limits": _limits(record.limits),
         "rotated_from": record.rotated_from,
         "rotated_to": record.rotated_to,
+        "metadata": record.metadata or None,
     }
 
 
