@@ -14,6 +14,9 @@ import httpx
 import pytest
 
 DEV_KEY = "gnt_e2etest01_EndToEndTestSecretOnly0123456789"
+# Start-up imports moto and provisions tables, queues and state machines: ~8 s here, more
+# on a loaded machine.
+STARTUP_SECONDS = 120
 
 
 @dataclass
@@ -41,7 +44,7 @@ def live_server() -> Iterator[LiveServer]:
         text=True,
     )
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + STARTUP_SECONDS
     try:
         while True:
             if process.poll() is not None:
@@ -53,7 +56,7 @@ def live_server() -> Iterator[LiveServer]:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("gantry dev did not become healthy in 30 s")
+                raise RuntimeError(f"gantry dev did not become healthy in {STARTUP_SECONDS} s")
             time.sleep(0.1)
         yield LiveServer(base_url=base_url, api_key=DEV_KEY)
     finally:

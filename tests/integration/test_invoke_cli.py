@@ -19,7 +19,7 @@ def invoke(function: str, event: str) -> subprocess.CompletedProcess[str]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=240,  # a cold start imports moto and boto; a loaded machine is slow
         check=False,
     )
 
