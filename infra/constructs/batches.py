@@ -39,6 +39,9 @@ DEFAULT_WORKER_CONCURRENCY = 2
 # The bounds of an SQS event source's maximum concurrency.
 WORKER_CONCURRENCY_RANGE = range(2, 1001)
 WORKER_TIMEOUT = Duration.minutes(15)
+# One batch line's budget: a chunk continues in a new message while its invocation has more
+# than this (plus 30 s) left, so each invocation does at least 10 minutes of lines.
+LINE_BUDGET_SECONDS = 240
 # Lambda's advice: a queue's visibility timeout of at least six times the function's.
 BATCH_VISIBILITY = Duration.minutes(90)
 BATCH_MAX_RECEIVES = 5
@@ -142,6 +145,7 @@ class GantryBatches(Construct):
             },
             timeout=WORKER_TIMEOUT,
             reserved_concurrency=concurrency,
+            request_budget=LINE_BUDGET_SECONDS,
             **common,
         )
         # Input files are read from files/, chunk results kept under batches/ until the

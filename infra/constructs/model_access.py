@@ -92,6 +92,8 @@ class ModelAccess(Construct):
             timeout = service.function.timeout
             if timeout is not None:
                 budget = request_budget_seconds(timeout.to_seconds())
+                if service.request_budget is not None:
+                    budget = min(budget, service.request_budget)
                 service.function.add_environment("GANTRY_REQUEST_TIMEOUT_SECONDS", str(budget))
             if arns:
                 service.role.add_to_principal_policy(

@@ -77,8 +77,12 @@ class ServiceFunction(Construct):
         timeout: Duration | None = None,
         environment: Mapping[str, str] | None = None,
         reserved_concurrency: int | None = None,
+        request_budget: int | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
+        # How long one request may take here (GANTRY_REQUEST_TIMEOUT_SECONDS, set by
+        # ModelAccess); None: as long as the function's timeout allows.
+        self.request_budget = request_budget
         unknown = set(table_access) - set(tables)
         if unknown:
             raise ValueError(f"{construct_id}: unknown tables {sorted(unknown)}")

@@ -16,10 +16,12 @@ from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
+from gantry.domain.batch_service import BatchSettings
 from infra.app import build_app
 from infra.constructs.batches import (
     BATCH_ROUTES,
     DEFAULT_WORKER_CONCURRENCY,
+    LINE_BUDGET_SECONDS,
     WORKER_CONCURRENCY_CONTEXT,
     worker_concurrency,
 )
@@ -288,7 +290,9 @@ def test_both_functions_know_the_queue_machine_bucket_and_webhooks(
 def test_the_worker_gets_a_request_budget_inside_its_timeout(stacks: GantryApp) -> None:
     worker = _resource(stacks, stacks.api.batches.worker.function)["Properties"]
     budget = int(worker["Environment"]["Variables"]["GANTRY_REQUEST_TIMEOUT_SECONDS"])
-    assert 0 < budget < worker["Timeout"]
+    assert budget == LINE_BUDGET_SECONDS
+    margin = BatchSettings(line_seconds=budget).continue_margin_seconds
+    assert budget < margin <= worker["Timeout"] - 600  # ten minutes of lines per message
 
 
 # Least privilege

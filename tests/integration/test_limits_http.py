@@ -178,3 +178,22 @@ def test_a_settled_request_leaves_one_ledger_item(app_client: TestClient, runtim
     assert int(item["reserved_tokens"]["N"]) == usage["prompt_tokens"] + 8
     state = runtime.usage.quota_states([f"ORG#{org_id}"])[f"ORG#{org_id}"]
     assert state.day_tokens == usage["total_tokens"]  # the unused reservation came back
+
+
+def test_a_client_chosen_request_id_never_makes_requests_free(
+    app_client: TestClient, runtime: Runtime
+) -> None:
+    org_id = new_org(runtime, tokens_per_day=100_000)
+    caller = new_key(runtime, org_id)
+    headers = {"Authorization": f"Bearer {caller.full_key}", "x-request-id": "my-request-1"}
+    used = 0
+    for _ in range(5):
+        response = app_client.post("/v1/chat/completions", json=CHAT, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.headers["x-request-id"] == "my-request-1"  # echoed for correlation
+        used += response.json()["usage"]["total_tokens"]
+    state = runtime.usage.quota_states([f"ORG#{org_id}"])[f"ORG#{org_id}"]
+    assert state.day_tokens == used  # every request counted, none refunded
+    assert state.leases_held == 0
+    usage = app_client.get("/v1/usage", headers={"Authorization": f"Bearer {caller.full_key}"})
+    assert usage.json()["totals"]["requests"] == 5

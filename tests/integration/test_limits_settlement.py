@@ -14,7 +14,7 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from gantry.adapters.aws import client
 from gantry.adapters.dynamodb_meter import DynamoMeter
 from gantry.adapters.sqs_queue import SqsQueue
-from gantry.domain.metering import Actual, Admission
+from gantry.domain.metering import Actual, Admission, Estimate
 from gantry.domain.orgs import Limits
 from gantry.lambda_workers import settlements
 from gantry.local.invoke import LocalContext
@@ -263,3 +263,24 @@ def test_a_spooled_settlement_that_still_fails_stays_on_the_queue(
     context = LocalContext("gantry-settlement_worker", remaining_millis=60_000)
     assert settlements(event, context) == {"batchItemFailures": [{"itemIdentifier": "m0"}]}
     assert scan(runtime, "REQ#", caller.record.key_id) == []
+
+
+def test_two_admissions_of_one_request_id_hold_and_free_their_own_leases(
+    runtime: Runtime,
+) -> None:
+    org_id = new_org(runtime, tokens_per_day=1_000_000, concurrent_requests=2)
+    caller = new_key(runtime, org_id)
+    meter = runtime.meter
+    model = runtime.registry.get("gantry-small")
+
+    def admit_line() -> Admission:
+        return meter.admit("batch_req_same_1", caller.principal, "chat", model, Estimate(20, 0.0))
+
+    crashed = admit_line()  # a worker died mid-line and never settled ...
+    rerun = admit_line()  # ... and the line ran again under the same request id
+    meter.settle(rerun, Actual(5, 5, 0.0))
+    meter.release(crashed)  # the first run's reservation expires or is given back
+    state = runtime.usage.quota_states([f"ORG#{org_id}"])[f"ORG#{org_id}"]
+    assert state.leases_held == 0
+    assert state.day_tokens == 10
+    assert_counters_match_ledger(runtime, caller, 1)

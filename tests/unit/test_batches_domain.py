@@ -16,9 +16,11 @@ from gantry.domain.batches import (
     check_lines,
     chunks,
     final_status,
+    read_chunk,
     read_lines,
     request_id,
     window_seconds,
+    write_lines,
 )
 from gantry.domain.errors import InvalidRequest
 
@@ -54,10 +56,11 @@ def test_each_line_runs_under_one_request_id() -> None:
 def test_lines_are_read_with_their_file_line_numbers() -> None:
     data = (
         b'{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {"model": "m"}}\n'
-        b"\n"
         b'{"custom_id": "b", "method": "POST", "url": "/v1/embeddings", "body": {"model": "m"}}\n'
     )
-    assert [(line.line, line.custom_id) for line in read_lines(data)] == [(1, "a"), (3, "b")]
+    lines = read_lines(data)
+    assert [(line.line, line.custom_id) for line in lines] == [(1, "a"), (2, "b")]
+    assert read_chunk(write_lines(lines[1:])) == lines[1:]  # a chunk keeps its line numbers
 
 
 def test_line_checks_name_the_line_and_the_field() -> None:
@@ -113,3 +116,12 @@ def test_the_wire_shape_is_openais() -> None:
     }
     assert body["completed_at"] == 2000 and body["failed_at"] is None
     assert body["request_counts"] == {"total": 0, "completed": 0, "failed": 0}
+
+
+def test_lines_split_only_on_newlines_as_the_upload_did() -> None:
+    body = '{"model": "m", "input": "a\u2028b\u2029c\u0085d"}'
+    data = (
+        '{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": ' + body + "}\n"
+    ).encode()
+    (line,) = read_lines(data)
+    assert line.body["input"] == "a\u2028b\u2029c\u0085d"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,8 +61,10 @@ class Settings(TableNames):
     # Batches: their state machine and queue, lines per Map item, Map items run at once.
     batch_state_machine_arn: str | None = None
     batch_queue_url: str | None = None
-    batch_chunk_size: int = 50
-    batch_max_concurrency: int = 4
+    # At least 25 lines a chunk keeps a 50,000-line batch's Map within Step Functions'
+    # history and payload limits; a Map concurrency of 0 would mean unlimited.
+    batch_chunk_size: int = Field(default=50, ge=25, le=1000)
+    batch_max_concurrency: int = Field(default=4, ge=1, le=40)
     job_retention_days: float = 30.0
     job_heartbeat_seconds: int = 120
     job_step_timeout_seconds: int = 900

@@ -114,8 +114,7 @@ class JobComponents:
             retention_seconds=s.job_retention_days * 86_400,
             chunk_size=s.batch_chunk_size,
             max_concurrency=s.batch_max_concurrency,
-            heartbeat_seconds=s.job_heartbeat_seconds,
-            step_timeout_seconds=s.job_step_timeout_seconds,
+            line_seconds=s.request_timeout_seconds,
         )
 
     @cached_property

@@ -13,22 +13,29 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from gantry.adapters.sqs_queue import Received
-from gantry.domain.batch_service import BatchWorker
-from gantry.domain.batches import Batch, LineResult, RequestCounts, new_batch_id
+from gantry.domain.batch_service import BatchWorker, input_key
+from gantry.domain.batches import (
+    Batch,
+    LineResult,
+    RequestCounts,
+    new_batch_id,
+    read_lines,
+    write_lines,
+)
 from gantry.domain.keys import parse_api_key
 from gantry.lambda_workers import batches as batch_lambda
 from gantry.local.invoke import LocalContext
 from gantry.local.job_resources import BATCH_ASL_PATH
 from gantry.runtime import Runtime
 from tests.conftest import Keys
-from tests.integration.jobs.conftest import jsonl, upload, wait_until
+from tests.integration.jobs.conftest import MovingClock, jsonl, upload, wait_until
 from tests.integration.jobs.test_batches import BATCHES, create_batch, echo_line, file_lines
 from tests.integration.jobs.test_lambda_workers import sqs_event
 
 CONTEXT = LocalContext("gantry-batch_worker", remaining_millis=900_000)
 
 
-def next_step(runtime: Runtime, batch_id: str, step: str) -> list[Received]:
+def next_step(runtime: Runtime, batch_id: str, step: str | tuple[str, ...]) -> list[Received]:
     """The batch queue's messages for this batch and step (other tests may have left theirs,
     which go back to the queue at once)."""
     queue = runtime.jobs.batch_queue
@@ -36,7 +43,8 @@ def next_step(runtime: Runtime, batch_id: str, step: str) -> list[Received]:
     def found() -> list[Received]:
         mine = []
         for message in queue.receive(0, 30, 10):
-            if message.body.get("batch_id") == batch_id and message.body.get("step") == step:
+            steps = (step,) if isinstance(step, str) else step
+            if message.body.get("batch_id") == batch_id and message.body.get("step") in steps:
                 mine.append(message)
             else:
                 queue.retry_after(message.receipt, 0)
@@ -120,10 +128,9 @@ def error(status: int, code: str, retryable: bool) -> dict[str, Any]:
     return {"error": {"code": code, "retryable": retryable, "message": f"{status}"}}
 
 
-def stored_batch(runtime: Runtime, lines: int) -> Batch:
-    file = runtime.jobs.files.upload(
-        "org-batch-worker", "in.jsonl", "batch", jsonl([echo_line(i) for i in range(lines)])
-    )
+def stored_batch(runtime: Runtime, lines: int, status: str = "in_progress") -> Batch:
+    data = jsonl([echo_line(i) for i in range(lines)])
+    file = runtime.jobs.files.upload("org-batch-worker", "in.jsonl", "batch", data)
     now = time.time()
     batch = Batch(
         id=new_batch_id(),
@@ -135,11 +142,13 @@ def stored_batch(runtime: Runtime, lines: int) -> Batch:
         created_at=now,
         expires_at=now + 86_400,
         retain_until=now + 2 * 86_400,
-        status="in_progress",
+        status=status,
         request_counts=RequestCounts(total=lines),
         chunk_count=1,
     )
     runtime.jobs.batch_store.create_batch(batch)
+    # What the validate step leaves: the chunk's own copy of its lines.
+    runtime.jobs.blobs.put(input_key(batch.id, 0), write_lines(read_lines(data)), "x")
     return batch
 
 
@@ -237,7 +246,8 @@ def test_a_rate_limit_that_outlasts_the_invocation_continues_the_chunk(
     callbacks, queue = Callbacks(), Queue()
     w = worker(runtime, runner, [], callbacks, queue)
 
-    w.handle(run_message(batch, 2), lambda: True, lambda: 140.0)  # 30 s would leave 110
+    # The margin is one line's budget (60 s here) plus 30 s: waiting 30 s would leave 70.
+    w.handle(run_message(batch, 2), lambda: True, lambda: 100.0)
     assert len(runner.calls) == 2 and callbacks.answers == []
     (continuation,) = queue.sent
     w.handle(continuation, lambda: True, lambda: 900.0)
@@ -291,9 +301,16 @@ def test_the_state_machine_runs_chunks_in_a_bounded_map_of_callback_tasks() -> N
     assert run["ItemsPath"] == "$.plan.chunks"
     task = run["ItemProcessor"]["States"]["RunChunk"]
     assert task["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
-    assert task["HeartbeatSecondsPath"] == "$.timeouts.heartbeat"
+    # Waiting on the shared queue is not a dead worker: no heartbeat timeout on a chunk.
+    assert "HeartbeatSecondsPath" not in task and "HeartbeatSeconds" not in task
+    assert task["TimeoutSecondsPath"] == "$.timeouts.chunk"
     assert task["Parameters"]["QueueUrl"] == "${BatchQueueUrl}"
-    for name in ("Validate", "RunChunks", "Finalize"):
+    # A failed run still finalizes: the results recorded so far reach the files.
+    assert run["Catch"] == [
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.run", "Next": "Finalize"}
+    ]
+    assert states["Finalize"]["Parameters"]["MessageBody"]["run.$"] == "$.run"
+    for name in ("Validate", "Finalize"):
         assert states[name]["Catch"][0]["Next"] == "RecordFailure"
     assert states["NotifyFailed"]["Parameters"]["MessageBody"]["type"] == "batch.failed"
 
@@ -322,3 +339,66 @@ def test_a_line_run_twice_under_its_request_id_is_billed_and_reserved_once(
     assert report["totals"]["total_tokens"] == tokens
     daily = [limit for limit in report["limits"] if limit["dimension"] == "tokens_per_day"]
     assert daily and all(limit["used"] == tokens for limit in daily), report["limits"]
+
+
+def test_a_finalize_delivered_again_after_the_batch_ended_answers_again(
+    runtime: Runtime,
+) -> None:
+    batch = stored_batch(runtime, 1, status="completed")
+    callbacks = Callbacks()
+    w = worker(runtime, ScriptedRunner([]), [], callbacks)
+    w.handle({"step": "finalize", "batch_id": batch.id, "task_token": "t"}, lambda: True)
+    assert callbacks.answers == [("succeed", {"status": "completed", "event": "batch.completed"})]
+
+
+def test_a_failed_run_still_finalizes_what_ran(
+    app_client: TestClient, keys: Keys, runtime: Runtime
+) -> None:
+    app_client.headers["Authorization"] = f"Bearer {keys.create(org_id='org-batch-broken')}"
+    source = upload(app_client, jsonl([echo_line(i) for i in range(60)]), purpose="batch")
+    batch = create_batch(app_client, source["id"])  # chunks of 25, 25 and 10 lines
+    queue = runtime.jobs.batch_queue
+    batch_lambda(sqs_event(next_step(runtime, batch["id"], "validate")), CONTEXT)
+
+    handled: list[int] = []
+    final: list[Received] = []
+    while not final:
+        for message in next_step(runtime, batch["id"], ("run", "finalize")):
+            if message.body["step"] == "finalize":
+                final.append(message)
+                continue
+            index = message.body["chunk"]["index"]
+            if index not in handled:
+                handled.append(index)
+                if len(handled) == 2:  # the second chunk's worker gives up
+                    token = message.body["task_token"]
+                    runtime.jobs.callbacks.fail(token, "Worker.Crashed", "{}")
+                else:  # (Step Functions stops the other iterations; the emulator does not)
+                    batch_lambda(sqs_event([message]), CONTEXT)
+            queue.delete(message.receipt)  # as the event source mapping does
+    batch_lambda(sqs_event(final), CONTEXT)
+    done = app_client.get(f"{BATCHES}/{batch['id']}").json()
+    assert done["status"] == "failed", done
+    assert done["errors"]["data"][0]["code"] == "batch_failed"
+    counts = done["request_counts"]
+    assert counts["total"] == 60 and counts["completed"] + counts["failed"] == 60
+    ran = file_lines(app_client, done["output_file_id"])
+    assert len(ran) == counts["completed"] >= 25
+    never = file_lines(app_client, done["error_file_id"])
+    assert {e["error"]["code"] for e in never} == {"batch_failed"}
+    assert {e["custom_id"] for e in ran}.isdisjoint(e["custom_id"] for e in never)
+    assert len(ran) + len(never) == 60
+
+
+def test_a_batch_that_outlived_its_workflow_fails_when_read(
+    runtime: Runtime, clock: MovingClock
+) -> None:
+    batch = stored_batch(runtime, 1)
+    service = runtime.jobs.batches
+    assert service.get(batch.org_id, batch.id).status == "in_progress"
+    clock.advance(86_400 + service.settings.finalize_seconds + 1)
+    failed = service.get(batch.org_id, batch.id)
+    assert failed.status == "failed"
+    assert [e.code for e in failed.errors] == ["batch_timed_out"]
+    stored = runtime.jobs.batch_store.get_batch(batch.id)
+    assert stored is not None and stored.status == "failed" and "failed_at" in stored.times

@@ -9,6 +9,7 @@ or webhook endpoints in time order. The workflow writes some items itself with
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -161,25 +162,24 @@ def update_attributes(
     condition_values: Mapping[str, Any] | None = None,
 ) -> bool:
     """SET these encoded attributes if `condition` holds; False if it does not. Attribute
-    `name` is `#name` in the condition (and its new value `:name`)."""
+    `name` is `#name` in the condition; its new value is `:set_name`, so the condition's
+    own values (`condition_values`) cannot collide with them."""
     return conditional(
         client.update_item,
         TableName=table,
         Key=key,
-        UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in values),
+        UpdateExpression="SET " + ", ".join(f"#{name} = :set_{name}" for name in values),
         ConditionExpression=condition,
         ExpressionAttributeNames={f"#{name}": name for name in [*values, *_names_in(condition)]},
         ExpressionAttributeValues={
-            **{f":{name}": value for name, value in values.items()},
+            **{f":set_{name}": value for name, value in values.items()},
             **(condition_values or {}),
         },
     )
 
 
 def _names_in(condition: str) -> list[str]:
-    return [
-        word[1:] for word in condition.replace("(", " ").replace(")", " ").split() if word[0] == "#"
-    ]
+    return re.findall(r"#(\w+)", condition)
 
 
 def set_status(

@@ -198,13 +198,16 @@ class DynamoMeter:
         estimate: Estimate,
     ) -> Admission:
         request_id = request_id or f"req-{secrets.token_hex(12)}"
+        admission_id = secrets.token_hex(8)
         org, key = self._limits.scopes(principal)
         scopes = [scope for scope in (key, org) if scope.tracked]
         now = to_ns(self._clock.now())
         res = Reservation(
             tokens=max(0, estimate.tokens),
             cost=nano_usd(max(0.0, estimate.cost_usd), round_up=True),
-            lease_id=lease_id(request_id),
+            # One lease per admission: two admissions of one request id (a batch line run
+            # again) must not share the lease slot one of them would release.
+            lease_id=lease_id(admission_id),
             now=now,
             lease_expiry=now + self._lease_ns,
         )
@@ -242,6 +245,7 @@ class DynamoMeter:
                 principal.org_id,
                 res.tokens,
                 res.cost,
+                admission_id,
             )
             return Admission(request_id, principal, endpoint, model, estimate, headers, ticket)
         if scopes:
@@ -250,7 +254,7 @@ class DynamoMeter:
                 details={"subsystem": "database"},
                 retry_after=1,
             )
-        ticket = Ticket((), (), principal.org_id, res.tokens, res.cost)
+        ticket = Ticket((), (), principal.org_id, res.tokens, res.cost, admission_id)
         return Admission(request_id, principal, endpoint, model, estimate, {}, ticket)
 
     def settle(self, admission: Admission, actual: Actual) -> None:

@@ -18,10 +18,14 @@ from typing import Any
 
 from gantry.domain.batches import (
     CANCELLABLE,
+    CANCELLED,
     CANCELLED_LINE,
     CANCELLING,
+    COMPLETED,
+    EXPIRED,
     EXPIRED_LINE,
     FAILED,
+    FAILED_LINE,
     FINALIZING,
     IN_PROGRESS,
     RUNNING,
@@ -39,11 +43,13 @@ from gantry.domain.batches import (
     is_batch_id,
     new_batch_id,
     output_line,
+    read_chunk,
     read_lines,
     request_id,
     unrun_line,
     validate_endpoint,
     window_seconds,
+    write_lines,
 )
 from gantry.domain.errors import GantryError, InvalidRequest, NotFound, ServiceUnavailable
 from gantry.domain.file_service import FileService
@@ -64,9 +70,6 @@ logger = logging.getLogger("gantry.batches")
 
 STATUS_CHECK_SECONDS = 2.0  # how stale a worker's view of cancellation may be
 KEEPALIVE_SECONDS = 10.0  # heartbeat at most this often while lines run
-# A chunk stops and continues in a new message when its process has less time than this
-# left (a Lambda function has 15 minutes; one line may take up to a request's timeout).
-CONTINUE_MARGIN_SECONDS = 120.0
 MAX_SERVER_ERROR_ATTEMPTS = 3
 MAX_RETRY_WAIT_SECONDS = 60.0
 
@@ -76,9 +79,16 @@ class BatchSettings:
     retention_seconds: float = 30 * 86_400
     chunk_size: int = 50
     max_concurrency: int = 4
-    heartbeat_seconds: int = 120
-    step_timeout_seconds: int = 900
-    chunk_timeout_seconds: int = 6 * 3600
+    # The longest one line may run (the worker's request budget): a chunk continues in a
+    # new message while its process still has this much time, and a little more, left.
+    line_seconds: float = 240.0
+    # How long after its window a batch may still be finalizing (the state machine's
+    # bound is the window plus this).
+    finalize_seconds: float = 2 * 3600
+
+    @property
+    def continue_margin_seconds(self) -> float:
+        return self.line_seconds + 30.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,21 @@ class BatchFailure(Exception):
 
 def chunk_key(batch_id: str, index: int) -> str:
     return f"batches/{batch_id}/chunks/{index:06d}.json"
+
+
+def input_key(batch_id: str, index: int) -> str:
+    """A chunk's own copy of its requests, written by the validate step."""
+    return f"batches/{batch_id}/chunks/{index:06d}.input.jsonl"
+
+
+def ended(status: str) -> dict[str, Any]:
+    """The finalize step's answer: the status and the event to announce it."""
+    return {"status": status, "event": f"batch.{status}"}
+
+
+ENDED = (COMPLETED, EXPIRED, CANCELLED, FAILED)
+# A line still refused for rate limits when the window closes never ran: it expired.
+EXPIRED_RESULT = LineResult(0, "", {})
 
 
 def progress_key(batch_id: str, index: int) -> str:
@@ -177,29 +202,43 @@ class BatchService:
         return replace(batch, execution_id=execution)
 
     def execution_input(self, batch: Batch) -> dict[str, Any]:
-        s = self.settings
+        # A step's message may wait on the shared queue behind other batches' chunks, so
+        # each step may take until the window closes (a worker that dies mid-step is
+        # replaced by the queue's redelivery, not by a timeout).
+        window = max(1, int(batch.expires_at - batch.created_at))
         return {
             "batch_id": batch.id,
             "org_id": batch.org_id,
-            "max_concurrency": s.max_concurrency,
-            "timeouts": {
-                "validate": s.step_timeout_seconds,
-                "chunk": s.chunk_timeout_seconds,
-                "heartbeat": s.heartbeat_seconds,
-                "finalize": s.step_timeout_seconds,
-            },
+            "max_concurrency": self.settings.max_concurrency,
+            "timeouts": {"validate": window, "chunk": window, "finalize": window},
         }
 
     def get(self, org_id: str, batch_id: str) -> Batch:
         batch = self._batches.get_batch(batch_id) if is_batch_id(batch_id) else None
         if batch is None or batch.org_id != org_id or self._clock.now() >= batch.retain_until:
             raise NotFound(f"No batch with id '{batch_id}'.", code="not_found", param="batch_id")
-        return batch
+        return self._unstuck(batch)
 
     def list_batches(self, org_id: str, limit: int, after: str | None) -> tuple[list[Batch], bool]:
         now = self._clock.now()
         found, more = self._batches.list_batches(org_id, limit, after)
-        return [b for b in found if now < b.retain_until], more
+        return [self._unstuck(b) for b in found if now < b.retain_until], more
+
+    def _unstuck(self, batch: Batch) -> Batch:
+        """A batch still running past its workflow's bound (the window plus the time to
+        finalize) lost its execution (stopped, timed out, or failed where nothing could
+        record it): it is failed when next read, so no client polls it forever."""
+        now = self._clock.now()
+        if not batch.running or now < batch.expires_at + self.settings.finalize_seconds:
+            return batch
+        error = LineError(
+            "batch_timed_out",
+            "The batch's workflow ended without finishing it; its results were not written.",
+        )
+        fields = {"failed_at": now, "errors": [error]}
+        if self._batches.transition(batch.id, RUNNING, FAILED, fields):
+            return replace(batch.with_status(FAILED, now), errors=(error,))
+        return self._batches.get_batch(batch.id) or batch
 
     def cancel(self, org_id: str, batch_id: str) -> Batch:
         """Stop running new lines: the workers finish the ones in flight, and the batch ends
@@ -264,6 +303,10 @@ class BatchWorker:
         step = str(message.get("step"))
         token = str(message["task_token"])
         batch = self._batches.get_batch(str(message.get("batch_id")))
+        if batch is not None and step == "finalize" and batch.status in ENDED:
+            # Finalized already (its answer was lost): answer again, so the event goes out.
+            self._callbacks.succeed(token, ended(batch.status))
+            return
         if batch is None or batch.status in TERMINAL:
             self._callbacks.fail(token, "Batch.Inactive", json.dumps({"message": "not running"}))
             return
@@ -274,7 +317,9 @@ class BatchWorker:
                 chunk = Chunk.from_dict(message["chunk"])
                 output = self.run(batch, chunk, keepalive, seconds_left, message)
             elif step == "finalize":
-                output = self.finalize(batch)
+                run = message.get("run")
+                failure = run.get("Error") if isinstance(run, Mapping) else None
+                output = self.finalize(batch, str(failure) if failure else None)
             else:
                 raise ValueError(f"unknown step {step!r}")
         except BatchFailure as failure:
@@ -308,6 +353,9 @@ class BatchWorker:
         if errors:
             raise BatchFailure(errors)
         plan = chunks(len(lines), self._settings.chunk_size)
+        for chunk in plan:  # each chunk reads its own lines, even if the file is deleted
+            data = write_lines(lines[chunk.start : chunk.end])
+            self._blobs.put(input_key(batch.id, chunk.index), data, "application/jsonl")
         fields = {"request_counts": RequestCounts(total=len(lines)), "chunk_count": len(plan)}
         now = self._clock.now()
         if not self._batches.transition(
@@ -328,14 +376,18 @@ class BatchWorker:
         if self._batches.chunk_recorded(batch.id, chunk.index):
             return {}
         progress = _ChunkProgress.load(self._blobs, progress_key(batch.id, chunk.index))
-        lines = self._lines(batch)[chunk.start + progress.done : chunk.end]
+        lines = self._chunk_lines(batch, chunk.index)[progress.done :]
         status = _StatusView(self._batches, batch, self._clock)
         beat = _Keepalive(keepalive, self._clock)
         for ran, line in enumerate(lines):
             if not beat():
                 return None
             # At least one line per message, so a chunk always moves forward.
-            if ran and seconds_left is not None and seconds_left() < CONTINUE_MARGIN_SECONDS:
+            if (
+                ran
+                and seconds_left is not None
+                and seconds_left() < self._settings.continue_margin_seconds
+            ):
                 return self._continue(batch, chunk, progress, message)
             rid = request_id(batch.id, line.line)
             reason = None
@@ -349,7 +401,10 @@ class BatchWorker:
                 result = self._run_line(batch, line, rid, beat, seconds_left)
                 if result is None:  # rate limits outlasted this invocation
                     return self._continue(batch, chunk, progress, message)
-                progress.ran(output_line(line, result), result.ok)
+                if result is EXPIRED_RESULT:  # still waiting when the window closed
+                    progress.unrun(unrun_line(line, rid, EXPIRED_LINE))
+                else:
+                    progress.ran(output_line(line, result), result.ok)
         self._blobs.put(chunk_key(batch.id, chunk.index), progress.results(), "application/json")
         self._batches.record_chunk(batch.id, chunk.index, progress.counts, progress.unrun_count)
         return {}
@@ -395,21 +450,31 @@ class BatchWorker:
                 return result
             wait = min(wait, MAX_RETRY_WAIT_SECONDS)
             if self._clock.now() + wait >= batch.expires_at:
-                return result
-            if seconds_left is not None and seconds_left() - wait < CONTINUE_MARGIN_SECONDS:
+                return EXPIRED_RESULT if result.status_code == 429 else result
+            if (
+                seconds_left is not None
+                and seconds_left() - wait < self._settings.continue_margin_seconds
+            ):
                 return None
             if not beat.wait(wait, self._sleep):
                 return result
 
-    def finalize(self, batch: Batch) -> dict[str, Any]:
+    def finalize(self, batch: Batch, run_failure: str | None = None) -> dict[str, Any]:
+        """Write the output and error files from the chunks' results and end the batch.
+        After a failed run (`run_failure`, the Map's error), chunks that recorded nothing
+        are written as failed lines, and the batch ends `failed` with the results it has."""
         now = self._clock.now()
         self._batches.transition(batch.id, (IN_PROGRESS,), FINALIZING, {"finalizing_at": now})
         current = self._batches.get_batch(batch.id) or batch
         outputs: list[str] = []
         errors: list[str] = []
         for index in range(current.chunk_count):
-            # Every chunk recorded its results before the Map let this step start.
-            part = json.loads(self._blobs.get(chunk_key(batch.id, index)))
+            key = chunk_key(batch.id, index)
+            if run_failure is not None and not self._batches.chunk_recorded(batch.id, index):
+                part = self._never_ran(current, index)
+            else:
+                # Every chunk recorded its results before the Map let this step start.
+                part = json.loads(self._blobs.get(key))
             outputs.extend(json.dumps(o, separators=(",", ":")) for o in part["output"])
             errors.extend(json.dumps(e, separators=(",", ":")) for e in part["errors"])
         fields: dict[str, Any] = {}
@@ -417,12 +482,27 @@ class BatchWorker:
             fields["output_file_id"] = self._result_file(current, "output", outputs).id
         if errors:
             fields["error_file_id"] = self._result_file(current, "errors", errors).id
-        status = final_status(current, self._batches.unrun_lines(batch.id))
+        unrun = self._batches.unrun_lines(batch.id)
+        status = final_status(current, unrun, run_failed=run_failure is not None)
         fields[f"{status}_at"] = self._clock.now()
+        if status == FAILED:
+            message = f"The batch stopped before all its requests ran ({run_failure})."
+            fields["errors"] = [LineError("batch_failed", message)]
         if not self._batches.transition(batch.id, (FINALIZING, CANCELLING), status, fields):
-            ended = self._batches.get_batch(batch.id)
-            status = ended.status if ended is not None else status
-        return {"status": status, "event": f"batch.{status}"}
+            ended_now = self._batches.get_batch(batch.id)
+            status = ended_now.status if ended_now is not None else status
+        return ended(status)
+
+    def _never_ran(self, batch: Batch, index: int) -> dict[str, Any]:
+        """A chunk the failed run never recorded: its lines go to the error file, counted
+        as failed once (a late worker's own record of the chunk is then refused)."""
+        lines = self._chunk_lines(batch, index)
+        rows = [unrun_line(line, request_id(batch.id, line.line), FAILED_LINE) for line in lines]
+        self._batches.record_chunk(batch.id, index, RequestCounts(0, 0, len(rows)), 0)
+        return {"output": [], "errors": rows}
+
+    def _chunk_lines(self, batch: Batch, index: int) -> list[BatchLine]:
+        return read_chunk(self._blobs.get(input_key(batch.id, index)))
 
     def _result_file(self, batch: Batch, kind: str, lines: list[str]) -> FileObject:
         data = ("\n".join(lines) + "\n").encode()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gantry.domain.errors import InvalidRequest
+from gantry.domain.files import BATCH_ENDPOINTS, json_lines
 
 VALIDATING = "validating"
 IN_PROGRESS = "in_progress"
@@ -39,13 +40,7 @@ ENTERED_AT = {
     CANCELLED: "cancelled_at",
 }
 
-ENDPOINTS = (
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-    "/v1/moderations",
-    "/v1/classifications",
-)
+ENDPOINTS = BATCH_ENDPOINTS
 COMPLETION_WINDOWS = {"24h": 86_400}
 MAX_REQUESTS = 50_000
 # Suggested seconds between polls while a batch runs (Retry-After).
@@ -57,6 +52,7 @@ EXPIRED_LINE = (
     "This request could not be executed before the completion window expired.",
 )
 CANCELLED_LINE = ("batch_cancelled", "This request was not executed: the batch was cancelled.")
+FAILED_LINE = ("batch_failed", "This request was not executed: the batch failed before it ran.")
 
 
 def new_batch_id() -> str:
@@ -210,22 +206,43 @@ class BatchLine:
 
 def read_lines(data: bytes) -> list[BatchLine]:
     """The requests of a batch input file. Upload validation already checked each line's
-    shape (unique custom_id, POST, a batch url, a body object), so this only parses."""
-    lines = []
-    for number, raw in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        value = json.loads(raw)
-        lines.append(
-            BatchLine(
-                number,
-                str(value["custom_id"]),
-                str(value.get("method", "POST")),
-                str(value["url"]),
-                dict(value["body"]),
-            )
+    shape (unique custom_id, POST, a batch url, a body object), so this only parses, line
+    by line exactly as the upload did."""
+    return [
+        BatchLine(
+            number,
+            str(value["custom_id"]),
+            str(value.get("method", "POST")),
+            str(value["url"]),
+            dict(value["body"]),
         )
-    return lines
+        for number, value in json_lines(data)
+    ]
+
+
+def write_lines(lines: Sequence[BatchLine]) -> bytes:
+    """A chunk's requests as JSONL, each with its line number in the input file."""
+    rows = (
+        json.dumps(
+            {
+                "line": line.line,
+                "custom_id": line.custom_id,
+                "method": line.method,
+                "url": line.url,
+                "body": line.body,
+            },
+            separators=(",", ":"),
+        )
+        for line in lines
+    )
+    return ("\n".join(rows) + "\n").encode()
+
+
+def read_chunk(data: bytes) -> list[BatchLine]:
+    return [
+        BatchLine(int(v["line"]), v["custom_id"], v["method"], v["url"], v["body"])
+        for _, v in json_lines(data)
+    ]
 
 
 def check_lines(lines: Sequence[BatchLine], endpoint: str) -> list[LineError]:
@@ -305,10 +322,12 @@ def unrun_line(line: BatchLine, request: str, reason: tuple[str, str]) -> dict[s
     }
 
 
-def final_status(batch: Batch, unrun: int) -> str:
-    """How a batch whose chunks all ran ends."""
+def final_status(batch: Batch, unrun: int, run_failed: bool = False) -> str:
+    """How a batch ends once its chunks ran (or the run stopped)."""
     if batch.status == CANCELLING:
         return CANCELLED
+    if run_failed:
+        return FAILED
     if unrun:
         return EXPIRED
     return COMPLETED

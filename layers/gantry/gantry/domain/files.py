@@ -14,7 +14,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gantry.domain.batches import ENDPOINTS as BATCH_ENDPOINTS
 from gantry.domain.errors import InvalidRequest
 
 FINE_TUNE = "fine-tune"
@@ -26,6 +25,14 @@ PURPOSES = (*UPLOAD_PURPOSES, FINE_TUNE_RESULTS, BATCH_OUTPUT)
 
 ExampleFormat = Literal["chat", "completion", "classification"]
 CHAT_ROLES = ("system", "user", "assistant")
+# The routes a batch line may call (gantry.domain.batches).
+BATCH_ENDPOINTS = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/moderations",
+    "/v1/classifications",
+)
 MAX_FILENAME_LENGTH = 255
 _FILE_ID = re.compile(r"^file-[A-Za-z0-9]{8,64}$")
 

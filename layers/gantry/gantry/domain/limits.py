@@ -104,9 +104,9 @@ def month_end(month: str) -> float:
     return datetime(year, number, 1, tzinfo=UTC).timestamp()
 
 
-def lease_id(request_id: str) -> str:
-    """A short attribute-safe id for a request's lease (12 hex characters)."""
-    seed = request_id or secrets.token_hex(8)
+def lease_id(admission_id: str) -> str:
+    """A short attribute-safe id for an admission's lease (12 hex characters)."""
+    seed = admission_id or secrets.token_hex(8)
     return hashlib.blake2b(seed.encode(), digest_size=6).hexdigest()
 
 

@@ -32,16 +32,20 @@ BATCH_STATE = "batch"
 
 
 class _AsKey:
-    """Wraps the app so each request runs as `principal`, marked as a batch line."""
+    """Wraps the app so each request runs as `principal`, marked as a batch line and billed
+    under the line's request id."""
 
-    def __init__(self, app: ASGIApp, principal: Principal) -> None:
+    def __init__(self, app: ASGIApp, principal: Principal, request_id: str) -> None:
         self._app = app
         self._principal = principal
+        self._request_id = request_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope.setdefault("state", {})
         state["principal"] = self._principal
         state[BATCH_STATE] = True
+        # The line's own id, the same on every run: the ledger records the line once.
+        state["billing_id"] = self._request_id
         await self._app(scope, receive, send)
 
 
@@ -78,7 +82,7 @@ class AppLineRunner:
     async def _post(
         self, principal: Principal, request_id: str, url: str, body: Mapping[str, Any]
     ) -> LineResult:
-        transport = httpx.ASGITransport(app=_AsKey(self.app, principal))
+        transport = httpx.ASGITransport(app=_AsKey(self.app, principal, request_id))
         async with httpx.AsyncClient(transport=transport, base_url="http://batch") as client:
             response = await client.post(url, json=body, headers={"x-request-id": request_id})
         retry_after = response.headers.get("retry-after")

@@ -26,7 +26,7 @@ from gantry.domain.conversation_service import (
 from gantry.domain.conversations import StoredMessage
 from gantry.domain.errors import InvalidRequest
 from gantry.domain.keys import Principal
-from gantry.http.errors import request_id_of
+from gantry.http.errors import billing_id_of
 from gantry.http.metering import metered
 from gantry.http.responses import inference_headers, json_response
 from gantry.http.schemas.conversations import MessageCreateRequest
@@ -122,12 +122,12 @@ async def take_turn(
     turn = await run_in_threadpool(
         service.begin_turn, principal, conversation_id, body.content, body.generation()
     )
-    request_id = request_id_of(request) or ""
+    billing_id = billing_id_of(request) or ""
     try:
         calls = 0
         while (step := service.next_summary(turn)) is not None:
             calls += 1
-            summary_id = f"{request_id}.summary{calls}"
+            summary_id = f"{billing_id}.summary{calls}"
             outcome, _ = await metered(rt, request, principal, step.plan, request_id=summary_id)
             service.add_summary(turn, step, outcome)
         plan = service.reply_plan(turn)

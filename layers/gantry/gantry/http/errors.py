@@ -86,6 +86,12 @@ def request_id_of(request: Request) -> str | None:
     return rid if isinstance(rid, str) else None
 
 
+def billing_id_of(request: Request) -> str | None:
+    """The id the request's usage is recorded under (never one the client chose)."""
+    bid = request.scope.get("state", {}).get("billing_id")
+    return bid if isinstance(bid, str) else None
+
+
 def render_gantry_error(error: e.GantryError, request_id: str | None) -> Response:
     status, kind = status_of(error)
     headers: dict[str, str] = {}

@@ -10,7 +10,7 @@ from gantry.domain.keys import Principal
 from gantry.domain.metering import Actual, Admission
 from gantry.domain.model_access import require_visible
 from gantry.http import caching
-from gantry.http.errors import request_id_of
+from gantry.http.errors import billing_id_of
 from gantry.http.timing import timings_of
 from gantry.runtime import Runtime
 
@@ -35,7 +35,7 @@ async def metered(
     require_visible(plan.spec, principal.org_id)
     meter = rt.meter
     # A request that makes several model calls settles each under its own id.
-    request_id = request_id or request_id_of(request) or ""
+    request_id = request_id or billing_id_of(request) or ""
     cache = caching.cache_context(rt, request, principal, plan)
     timings = timings_of(request)
     # A batch line (see gantry.http.batch_lines) is billed at the model's batch discount.

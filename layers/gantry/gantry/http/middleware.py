@@ -45,8 +45,16 @@ class GantryMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _request_id(scope)
-        scope.setdefault("state", {})["request_id"] = request_id
+        client_id = _client_request_id(scope)
+        request_id = client_id or new_request_id()
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        # Usage is recorded once per billing id, so a client must not choose it: an id the
+        # client sent gets a suffix of ours (an in-process caller may have set it already).
+        state.setdefault(
+            "billing_id",
+            request_id if client_id is None else f"{client_id}.{uuid.uuid4().hex[:12]}",
+        )
         mark_start(scope, started)
         response_started = False
 
@@ -88,14 +96,14 @@ class GantryMiddleware:
             await internal_error_response(request_id)(scope, receive, send_with_headers)
 
 
-def _request_id(scope: Scope) -> str:
+def _client_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
             candidate: str = value.decode("latin-1")
             if _CLIENT_ID.match(candidate):
                 return candidate
             break
-    return new_request_id()
+    return None
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -25,7 +25,7 @@ from gantry.domain.inference import OutcomeT, Plan
 from gantry.domain.keys import Principal
 from gantry.domain.metering import Actual, Admission
 from gantry.domain.model_access import require_visible
-from gantry.http.errors import envelope, request_id_of, status_of
+from gantry.http.errors import billing_id_of, envelope, request_id_of, status_of
 from gantry.http.responses import fallback_headers, model_headers, new_id, usage
 from gantry.http.sse import DONE, PING, EventStreamResponse, data_frame
 from gantry.ports import ChoiceDone, StreamEvent, TextDelta
@@ -189,8 +189,9 @@ async def stream_response(
     require_visible(plan.spec, principal.org_id)
     meter = rt.meter
     request_id = request_id_of(request) or ""
+    billing_id = billing_id_of(request) or request_id
     admission = await _call(
-        meter.inline, meter.admit, request_id, principal, plan.endpoint, plan.spec, plan.estimate
+        meter.inline, meter.admit, billing_id, principal, plan.endpoint, plan.spec, plan.estimate
     )
     pump = ProviderPump(plan.stream())
     try:
