@@ -218,17 +218,19 @@ def render(
 the upstream and through Gantry (authentication on, metering off), closed-loop keep-alive
 connections, {seconds:.0f} s per level. "Added" is Gantry's p50 minus the upstream's own:
 authentication, planning with exact Llama 3 token counting, the resilience rules, the pooled
-HTTP client on its I/O loop, parsing and the response. Target: under 2 ms at p50 at
-concurrency 1 ({verdict}: {added:.2f} ms).
+HTTP/1.1 client (blocking on the worker thread, abortable from any other), parsing and the
+response. Target: under 2 ms at p50 at concurrency 1 ({verdict}: {added:.2f} ms).
 
 {OVERHEAD_HEADER}
 {chr(10).join(rows)}
 
 Gantry's own CPU per proxied request (its process alone, 400 sequential requests):
-**{cpu_ms:.2f} ms**, of which the HTTP/1.1 client (httpx on its I/O loop) is the largest part.
-At concurrency 16 the server, the upstream and the load generator share two cores, so that
-CPU sets the throughput and queueing sets the p50; with a real model server the model's own
-latency (tens to hundreds of milliseconds per call) dominates.
+**{cpu_ms:.2f} ms**, most of it on the event loop (uvicorn's HTTP/1.1 parsing, FastAPI, the
+middleware, authentication, planning); the upstream call on the worker thread (httpcore,
+parsing) is the smaller part. At concurrency 16 the server, the upstream and the load
+generator share two cores, so that CPU sets the throughput and queueing sets the p50; with
+a real model server the model's own latency (tens to hundreds of milliseconds per call)
+dominates.
 
 ## Remote providers: hedging against a long tail
 

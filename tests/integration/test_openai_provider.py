@@ -297,3 +297,31 @@ def test_cancelling_a_buffered_call_hangs_up(
         provider.chat(model(upstream), MESSAGES, PARAMS)
     assert raised.value.details["reason"] == "cancelled"  # type: ignore[index]
     wait_until(lambda: upstream.disconnects == 1)
+    # The aborted connection is dropped; the pool keeps serving.
+    assert provider.chat(model(upstream), MESSAGES, PARAMS).choices[0].text
+
+
+def test_a_call_cancelled_before_it_starts_sends_nothing(
+    upstream: Upstream, provider: OpenAICompatibleProvider
+) -> None:
+    provider.chat(model(upstream), MESSAGES, PARAMS)  # a pooled connection is ready
+    context = CallContext(Deadline.after(10, time.monotonic))
+    context.cancel.cancel()
+    with call_scope(context), pytest.raises(ProviderUnavailable) as raised:
+        provider.chat(model(upstream), MESSAGES, PARAMS)
+    assert raised.value.details["reason"] == "cancelled"  # type: ignore[index]
+    assert len(upstream.requests) == 1
+
+
+def test_buffered_calls_go_through_the_environments_proxy(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The upstream stands in for the proxy: it answers the absolute-form request itself.
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://{upstream.host}:{upstream.port}")
+    provider = OpenAICompatibleProvider("http://vllm.internal:8000/v1", idle_timeout=5.0)
+    spec = model(upstream, base_url="http://vllm.internal:8000/v1")
+    assert provider.chat(spec, MESSAGES, PARAMS).choices[0].text
+    (seen,) = upstream.requests
+    assert seen.path == "http://vllm.internal:8000/v1/chat/completions"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gantry.domain.circuit_breaker import BreakerPolicy
-from gantry.domain.deadlines import current_call
+from gantry.domain.deadlines import Abandoned, CancelToken, caller_scope, current_call
 from gantry.domain.errors import InvalidRequest
 from gantry.domain.provider_errors import (
     CircuitOpen,
@@ -168,6 +168,40 @@ def test_refused_requests_do_not_open_the_breaker() -> None:
         with pytest.raises(InvalidRequest):
             r.call(spec(), Flaky(InvalidRequest("too long")), r.budget())
     assert r.call(spec(), Flaky(), r.budget()) == "ok"
+
+
+# --- a caller that leaves --------------------------------------------------------------------
+
+
+def test_a_caller_that_leaves_cancels_the_attempt_without_retry_or_blame() -> None:
+    sleeps: list[float] = []
+    r = resilience(attempts=3, failures=1, sleeps=sleeps)
+    caller = CancelToken()
+    calls = 0
+
+    def hangs_until_cancelled() -> str:
+        nonlocal calls
+        calls += 1
+        call = current_call()
+        assert call is not None
+        caller.cancel()  # the client leaves while the attempt runs
+        assert call.cancel.cancelled
+        raise ProviderUnavailable("cancelled", reason="cancelled", transient=False)
+
+    with caller_scope(caller), pytest.raises(Abandoned):
+        r.call(spec(), hangs_until_cancelled, r.budget())
+    assert calls == 1 and sleeps == []
+    assert r.breaker(spec()).state == "closed"  # one failure would have opened it
+
+
+def test_no_attempt_starts_once_the_caller_has_left() -> None:
+    r = resilience()
+    caller = CancelToken()
+    caller.cancel()
+    flaky = Flaky()
+    with caller_scope(caller), pytest.raises(Abandoned):
+        r.call(spec(), flaky, r.budget())
+    assert flaky.calls == 0
 
 
 # --- hedging ---------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""One event loop on a background thread per process, for network I/O that must be
-cancellable from any thread: a provider call abandoned by a hedge, a deadline or a client
-that left stops at once and closes its connection, instead of running to completion on a
+"""One event loop on a background thread per process, for streamed network I/O that must
+be cancellable from any thread: a stream abandoned by a hedge, a deadline or a client that
+left stops at once and closes its connection, instead of running to completion on a
 blocked worker thread."""
 
 from __future__ import annotations
@@ -11,13 +11,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from gantry.domain.deadlines import CancelToken
-
 T = TypeVar("T")
-
-
-class CallCancelled(Exception):
-    """The call was cancelled through its CancelToken."""
 
 
 class AsyncBridge:
@@ -40,27 +34,6 @@ class AsyncBridge:
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def run(
-        self,
-        coro: Coroutine[Any, Any, T],
-        timeout: float | None,
-        cancel: CancelToken | None = None,
-    ) -> T:
-        """Run `coro` on the loop and wait for it. Raises TimeoutError after `timeout` seconds
-        and CallCancelled when `cancel` fires; either way the coroutine is cancelled."""
-        future = self.submit(coro)
-        unregister = cancel.on_cancel(future.cancel) if cancel is not None else None
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError from None
-        except concurrent.futures.CancelledError:
-            raise CallCancelled from None
-        finally:
-            if unregister is not None:
-                unregister()
 
 
 _bridge: AsyncBridge | None = None

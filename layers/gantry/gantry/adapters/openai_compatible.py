@@ -1,9 +1,11 @@
 """`OpenAICompatibleProvider`: models served by any server that speaks the OpenAI API (vLLM,
 Ollama, llama.cpp's server, OpenAI itself), buffered and streamed.
 
-One pooled `httpx.AsyncClient` per process, on the process's provider I/O loop
-(`async_bridge`), so a call can be abandoned from any thread and its connection closes at
-once: when its deadline passes, when a hedged twin answered first, when the client left.
+Buffered calls block their worker thread on a pooled HTTP/1.1 client (`abortable_http`);
+streams use one pooled `httpx.AsyncClient` per process on the process's provider I/O loop
+(`async_bridge`). Either way a call can be abandoned from any thread and its connection
+closes at once: when its deadline passes, when a hedged twin answered first, when the
+client left.
 The base URL comes from `GANTRY_OPENAI_BASE_URL` (e.g. `http://vllm:8000/v1`) or a model's
 `provider_options.base_url`; the API key, if any, from `GANTRY_OPENAI_API_KEY` or a Secrets
 Manager secret (`GANTRY_OPENAI_API_KEY_SECRET_ARN`). Model options: `max_tokens_field`
@@ -23,7 +25,8 @@ from typing import Any
 import httpx
 
 from gantry.adapters import token_counting
-from gantry.adapters.async_bridge import AsyncBridge, CallCancelled, bridge
+from gantry.adapters.abortable_http import AbortableClient, Aborted, WireHeaders
+from gantry.adapters.async_bridge import AsyncBridge, bridge
 from gantry.adapters.openai_errors import (
     invalid_output,
     request_error,
@@ -81,6 +84,8 @@ class OpenAICompatibleProvider:
         self._idle_timeout = idle_timeout
         self._io = io
         self._client: httpx.AsyncClient | None = None
+        self._buffered: AbortableClient | None = None
+        self._wire_headers: WireHeaders | None = None
 
     # --- the port ----------------------------------------------------------------------
 
@@ -188,6 +193,19 @@ class OpenAICompatibleProvider:
             headers["authorization"] = f"Bearer {self._api_key}"
         return headers
 
+    def _buffered_client(self) -> tuple[AbortableClient, WireHeaders]:
+        """The pooled client for buffered calls, and the request headers as sent."""
+        client, headers = self._buffered, self._wire_headers
+        if client is None or headers is None:
+            headers = [(k.encode(), v.encode()) for k, v in self._headers().items()]
+            with self._key_lock:
+                if self._buffered is None:
+                    self._buffered = AbortableClient(
+                        max_connections=self._max_connections, connect_timeout=CONNECT_TIMEOUT
+                    )
+                client, self._wire_headers = self._buffered, headers
+        return client, headers
+
     def _http(self) -> httpx.AsyncClient:
         """The pooled client; only ever touched on the I/O loop's thread."""
         if self._client is None:
@@ -208,17 +226,18 @@ class OpenAICompatibleProvider:
         prompt_tokens: Callable[[], int] = lambda: 0,
         max_tokens: int = 0,
     ) -> Any:
-        url, headers = self._url(model, path), self._headers()
+        url = self._url(model, path)
+        client, headers = self._buffered_client()
         content = json.dumps(body, separators=(",", ":")).encode()
         call = current_call()
         timeout = call.timeout() if call is not None else self._idle_timeout
         try:
-            status, response_headers, raw = self.io.run(
-                self._send(url, headers, content), timeout, call.cancel if call else None
+            status, response_headers, raw = client.post(
+                url, headers, content, timeout, call.cancel if call else None
             )
         except TimeoutError:
             raise ProviderTimeout(model.id, timeout) from None
-        except CallCancelled:
+        except Aborted:
             raise _cancelled(model) from None
         except httpx.HTTPError as error:
             raise transport_error(model, error, timeout) from error
@@ -235,12 +254,6 @@ class OpenAICompatibleProvider:
             return json.loads(raw)
         except ValueError:
             raise invalid_output(model, "the body is not JSON") from None
-
-    async def _send(
-        self, url: str, headers: dict[str, str], content: bytes
-    ) -> tuple[int, httpx.Headers, bytes]:
-        response = await self._http().post(url, content=content, headers=headers)
-        return response.status_code, response.headers, response.content
 
     def _stream(
         self,
@@ -346,6 +359,9 @@ class OpenAICompatibleProvider:
             raise
 
     async def aclose(self) -> None:
+        if self._buffered is not None:
+            self._buffered.close()
+            self._buffered = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None

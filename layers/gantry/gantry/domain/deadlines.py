@@ -2,7 +2,9 @@
 
 The resilience rules decide how long an attempt may take and when it is abandoned (a
 hedged call that lost, a client that left); adapters read `current_call()` to apply the
-deadline to their own I/O and to stop work when cancelled. Nothing here blocks.
+deadline to their own I/O and to stop work when cancelled. A caller that may leave runs
+its calls in a `caller_scope`: cancelling its token cancels the attempt in flight. Nothing
+here blocks.
 """
 
 from __future__ import annotations
@@ -83,7 +85,13 @@ class CallContext:
         return self.deadline.remaining()
 
 
+class Abandoned(Exception):
+    """The caller stopped waiting (its client disconnected): the call is neither retried nor
+    failed over, and an answer that still arrives is thrown away."""
+
+
 _current: ContextVar[CallContext | None] = ContextVar("gantry_provider_call", default=None)
+_caller: ContextVar[CancelToken | None] = ContextVar("gantry_caller", default=None)
 
 
 def current_call() -> CallContext | None:
@@ -98,3 +106,29 @@ def call_scope(context: CallContext) -> Iterator[CallContext]:
         yield context
     finally:
         _current.reset(token)
+
+
+@contextmanager
+def caller_scope(cancel: CancelToken) -> Iterator[CancelToken]:
+    """Provider calls made inside belong to a caller that may leave: when `cancel` fires,
+    the attempt in flight is cancelled and no further attempt starts."""
+    token = _caller.set(cancel)
+    try:
+        yield cancel
+    finally:
+        _caller.reset(token)
+
+
+def caller_left() -> bool:
+    caller = _caller.get()
+    return caller is not None and caller.cancelled
+
+
+def attempt_context(deadline: Deadline) -> CallContext:
+    """The context of one provider attempt: cancelled on its own (a hedge that lost) or
+    with its caller."""
+    context = CallContext(deadline)
+    caller = _caller.get()
+    if caller is not None:
+        caller.on_cancel(context.cancel.cancel)
+    return context

@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from gantry.domain.circuit_breaker import BreakerPolicy, Breakers, CircuitBreaker
-from gantry.domain.deadlines import CallContext, Deadline, call_scope
+from gantry.domain.deadlines import (
+    Abandoned,
+    CallContext,
+    Deadline,
+    attempt_context,
+    call_scope,
+    caller_left,
+)
 from gantry.domain.errors import GantryError
 from gantry.domain.latency import Latencies, LatencyWindow
 from gantry.domain.provider_errors import CircuitOpen, ProviderTimeout, is_provider_failure
@@ -100,10 +107,13 @@ class Resilience:
                 if hedge and spec.policy.hedge:
                     result = self._hedged(spec, fn, deadline, window)
                 else:
-                    with call_scope(CallContext(deadline)):
+                    with call_scope(attempt_context(deadline)):
                         result = fn()
                     window.record(self._clock() - started)
             except BaseException as error:
+                if caller_left():
+                    breaker.record_neutral()
+                    raise Abandoned() from error
                 self._record(breaker, error)
                 if not self._retry(error, attempt, budget):
                     raise
@@ -115,6 +125,8 @@ class Resilience:
     def _admit_attempt(
         self, spec: ModelSpec, breaker: CircuitBreaker, budget: Deadline
     ) -> Deadline:
+        if caller_left():
+            raise Abandoned()
         if not breaker.acquire():
             raise CircuitOpen(spec.id, breaker.retry_after())
         deadline = budget.within(self.attempt_limit(spec))
@@ -166,7 +178,7 @@ class Resilience:
         attempts: dict[Future[T], tuple[CallContext, float]] = {}
 
         def launch() -> Future[T]:
-            context = CallContext(deadline)
+            context = attempt_context(deadline)
             started = self._clock()
 
             def run() -> T:
@@ -227,7 +239,7 @@ class Resilience:
             started = self._clock()
             events: Iterator[E] | None = None
             try:
-                with call_scope(CallContext(deadline)):
+                with call_scope(attempt_context(deadline)):
                     events = opener()
                     first = next(events)
             except StopIteration:

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from gantry.domain import errors as e
+from gantry.http.disconnect import ClientDisconnected
 
 logger = logging.getLogger("gantry.http")
 
@@ -35,6 +36,8 @@ _STATUS: tuple[tuple[type[e.GantryError], int, str], ...] = (
 )
 
 DOC_PATH = "/docs/errors"
+# nginx's "client closed request": logged, never seen by the client that left.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def status_of(error: e.GantryError) -> tuple[int, str]:
@@ -284,6 +287,14 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return error_response(exc.status_code, body)
 
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        logger.info(
+            "client disconnected before the answer; the call was cancelled",
+            extra={"request_id": request_id_of(request)},
+        )
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
     app.add_exception_handler(e.GantryError, on_gantry_error)
+    app.add_exception_handler(ClientDisconnected, on_disconnect)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from fastapi import Request
-from starlette.concurrency import run_in_threadpool
 
+from gantry.domain.deadlines import CancelToken, caller_scope
 from gantry.domain.inference import OutcomeT, Plan
 from gantry.domain.keys import Principal
 from gantry.domain.metering import Actual, Admission
 from gantry.domain.model_access import require_visible
 from gantry.http import caching
+from gantry.http.disconnect import run_unless_disconnected
 from gantry.http.errors import billing_id_of
 from gantry.http.timing import timings_of
 from gantry.runtime import Runtime
@@ -31,6 +32,11 @@ async def metered(
     reservation, so a provider error never costs the caller quota. The cache lookup runs
     alongside admission and the cache write alongside settlement, so caching adds no
     round trip of its own to the response time.
+
+    A client that disconnects while the worker thread runs cancels the provider call: an
+    HTTP request to the upstream is aborted and its reservation released. A call that
+    cannot be interrupted (Bedrock, an in-process model) finishes on its own and is settled
+    like a stream cut short: the provider did the work, so it is billed.
     """
     require_visible(plan.spec, principal.org_id)
     meter = rt.meter
@@ -40,6 +46,7 @@ async def metered(
     timings = timings_of(request)
     # A batch line (see gantry.http.batch_lines) is billed at the model's batch discount.
     discount = plan.spec.batch_discount if request.scope.get("state", {}).get("batch") else 0.0
+    left = CancelToken()
 
     def call() -> tuple[OutcomeT, Admission]:
         pending = None
@@ -55,7 +62,7 @@ async def metered(
             if hit is not None:
                 outcome: OutcomeT = hit  # type: ignore[assignment]
             else:
-                with timings.measure("model"):
+                with timings.measure("model"), caller_scope(left):
                     outcome = plan.run()
         except BaseException:
             meter.release(admission)
@@ -78,4 +85,4 @@ async def metered(
 
     if plan.instant and meter.inline and (cache is None or not cache.active):
         return call()
-    return await run_in_threadpool(call)
+    return await run_unless_disconnected(request, call, left.cancel)
