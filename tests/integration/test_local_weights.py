@@ -75,6 +75,28 @@ def test_gguf_generates_with_real_weights() -> None:
     assert streamed[-1].completion_tokens >= 1  # type: ignore[union-attr]
 
 
+@pytest.mark.skipif(not HAS_GGUF, reason="needs the gguf extra (llama-cpp-python)")
+def test_gguf_answers_over_the_api_with_real_weights(api: TestClient, runtime: Runtime) -> None:
+    meter = RecordingMeter()
+    runtime.__dict__["meter"] = meter
+    runtime.registry.register(GEMMA)
+    messages = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Name a colour."},
+    ]
+    body = {"model": GEMMA.id, "messages": messages, "max_tokens": 8, "temperature": 0}
+    response = api.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["choices"][0]["message"]["content"]
+    assert 1 <= answer["usage"]["completion_tokens"] <= 8
+    with api.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as streamed:
+        lines = [line for line in streamed.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    assert [a.endpoint for a in meter.admitted] == ["chat.completions"] * 2
+    assert len(meter.settled) == 2 and meter.released == []
+
+
 @pytest.mark.skipif(not HAS_MINILM, reason="needs the minilm extra (sentence-transformers)")
 def test_minilm_embeds_with_real_weights() -> None:
     result = MiniLMProvider().embed(MINILM, ["a cat", "a kitten", "stock prices"], None)

