@@ -35,6 +35,11 @@ SLOW = Behaviour(delay=60.0)
 MESSAGES = [{"role": "user", "content": "tell me about the sea"}]
 BUFFERED = {
     "chat": ("/v1/chat/completions", {"model": REMOTE_CHAT, "messages": MESSAGES}),
+    # A stream waiting for its first token is cut the same way.
+    "stream": (
+        "/v1/chat/completions",
+        {"model": REMOTE_CHAT, "messages": MESSAGES, "stream": True},
+    ),
     "completions": ("/v1/completions", {"model": REMOTE_CHAT, "prompt": "the sea"}),
     "embeddings": ("/v1/embeddings", {"model": REMOTE_EMBED, "input": ["the sea", "the sky"]}),
 }

@@ -248,6 +248,9 @@ class Resilience:
             except BaseException as error:
                 if events is not None:
                     _close(events)
+                if caller_left():  # the client left before the first event: not a failure
+                    breaker.record_neutral()
+                    raise Abandoned() from error
                 self._record(breaker, error)
                 if not self._retry(error, attempt, budget):
                     raise

@@ -20,11 +20,13 @@ from typing import Any
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from gantry.domain.deadlines import CancelToken, caller_scope
 from gantry.domain.errors import GantryError
 from gantry.domain.inference import OutcomeT, Plan
 from gantry.domain.keys import Principal
 from gantry.domain.metering import Actual, Admission
 from gantry.domain.model_access import require_visible
+from gantry.http.disconnect import run_unless_disconnected
 from gantry.http.errors import billing_id_of, envelope, request_id_of, status_of
 from gantry.http.responses import fallback_headers, model_headers, new_id, usage
 from gantry.http.sse import DONE, PING, EventStreamResponse, data_frame
@@ -194,8 +196,16 @@ async def stream_response(
         meter.inline, meter.admit, billing_id, principal, plan.endpoint, plan.spec, plan.estimate
     )
     pump = ProviderPump(plan.stream())
+    left = CancelToken()
+
+    def first_event() -> StreamEvent | _End:
+        # Until its first event a stream is like a buffered call: a client that leaves
+        # cancels the provider call (an upstream request is aborted).
+        with caller_scope(left):
+            return pump.next()
+
     try:
-        first = await run_in_threadpool(pump.next)
+        first = await run_unless_disconnected(request, first_event, left.cancel)
     except BaseException:
         pump.close()
         await _call(meter.inline, meter.release, admission)
