@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gantry.domain.errors import PayloadTooLarge
 from gantry.http.errors import internal_error_response, render_gantry_error
+from gantry.http.ids import unique_hex
 from gantry.http.timing import mark_start
 
 logger = logging.getLogger("gantry.http")
@@ -20,7 +20,7 @@ _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def new_request_id() -> str:
-    return f"req_{uuid.uuid4().hex}"
+    return f"req_{unique_hex()}"
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -53,7 +53,7 @@ class GantryMiddleware:
         # client sent gets a suffix of ours (an in-process caller may have set it already).
         state.setdefault(
             "billing_id",
-            request_id if client_id is None else f"{client_id}.{uuid.uuid4().hex[:12]}",
+            request_id if client_id is None else f"{client_id}.{unique_hex()}",
         )
         mark_start(scope, started)
         response_started = False

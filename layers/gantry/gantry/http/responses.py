@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from email.utils import format_datetime
@@ -15,6 +14,7 @@ from gantry.domain.inference import Outcome
 from gantry.domain.lifecycle import Lifecycle, model_lifecycle
 from gantry.domain.metering import Admission
 from gantry.domain.registry import ModelSpec
+from gantry.http.ids import unique_hex
 
 
 def json_response(
@@ -29,7 +29,7 @@ def json_response(
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(12)}"
+    return f"{prefix}-{unique_hex()}"
 
 
 def _midnight(day: date) -> datetime:
