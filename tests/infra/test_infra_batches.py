@@ -10,11 +10,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
-from aws_cdk import CfnElement, Stack
-from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks
-from constructs import IConstruct
 
 from gantry.domain.batch_service import BatchSettings
 from infra.app import build_app
@@ -25,9 +22,18 @@ from infra.constructs.batches import (
     WORKER_CONCURRENCY_CONTEXT,
     worker_concurrency,
 )
-from infra.constructs.service_function import TABLE_WRITE_ACTIONS
 from infra.constructs.workflows import BATCH_ASL_PATH, MAX_BATCH_DURATION
-from tests.infra.support import SKIP_BUNDLING, GantryApp
+from tests.infra.support import (
+    SKIP_BUNDLING,
+    TABLE_REFERENCE,
+    GantryApp,
+    actions,
+    as_list,
+    logical_id,
+    resource,
+    role_statements,
+    table_access,
+)
 
 # What each Step Functions service integration in the ASL needs from the role.
 INTEGRATION_ACTIONS = {
@@ -59,64 +65,20 @@ WORKER_TABLES = {
     "cache": "rw",
     "jobs": "rw",
 }
-_TABLE_REFERENCE = re.compile(r"Tables([A-Z][a-z]+)Table")
 _OBJECTS = re.compile(r"gantry-files-\$\{AWS::AccountId\}-\$\{AWS::Region\}\"\}, \"/([a-z-]+/)\*\"")
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _logical_id(construct: IConstruct) -> str:
-    child = construct.node.default_child
-    assert isinstance(child, CfnElement)
-    return Stack.of(construct).get_logical_id(child)
-
-
-def _resource(stacks: GantryApp, construct: IConstruct) -> dict[str, Any]:
-    resources = stacks.api_template.to_json()["Resources"]
-    found: dict[str, Any] = resources[_logical_id(construct)]
-    return found
-
-
-def _statements(template: Template, role: iam.Role) -> list[dict[str, Any]]:
-    role_id = _logical_id(role)
-    statements: list[dict[str, Any]] = []
-    for policy in template.find_resources("AWS::IAM::Policy").values():
-        if {"Ref": role_id} in policy["Properties"]["Roles"]:
-            statements += policy["Properties"]["PolicyDocument"]["Statement"]
-    return statements
-
-
-def _actions(statements: list[dict[str, Any]], prefix: str = "") -> set[str]:
-    return {a for s in statements for a in _as_list(s["Action"]) if a.startswith(prefix)}
-
-
-def _tables(statements: list[dict[str, Any]]) -> dict[str, str]:
-    """Table -> "rw" or "read", from the DynamoDB statements."""
-    reached: dict[str, str] = {}
-    for statement in statements:
-        actions = set(_as_list(statement["Action"]))
-        if not any(a.startswith("dynamodb:") for a in actions):
-            continue
-        access = "rw" if actions & set(TABLE_WRITE_ACTIONS) else "read"
-        for table in _TABLE_REFERENCE.findall(json.dumps(statement["Resource"])):
-            if reached.get(table.lower()) != "rw":
-                reached[table.lower()] = access
-    return reached
 
 
 def _object_grants(statements: list[dict[str, Any]]) -> dict[str, set[str]]:
     """Files bucket prefix -> the S3 actions granted under it."""
     grants: dict[str, set[str]] = {}
     for statement in statements:
-        actions = _actions([statement], "s3:")
-        if not actions:
+        granted = actions([statement], "s3:")
+        if not granted:
             continue
         prefixes = _OBJECTS.findall(json.dumps(statement["Resource"]))
-        assert len(prefixes) == len(_as_list(statement["Resource"])), statement["Resource"]
+        assert len(prefixes) == len(as_list(statement["Resource"])), statement["Resource"]
         for prefix in prefixes:
-            grants.setdefault(prefix, set()).update(actions)
+            grants.setdefault(prefix, set()).update(granted)
     return grants
 
 
@@ -140,7 +102,7 @@ def _asl() -> dict[str, Any]:
 
 
 def test_the_state_machine_is_the_asl_file(stacks: GantryApp) -> None:
-    props = _resource(stacks, stacks.api.batches.workflow.state_machine)["Properties"]
+    props = resource(stacks, stacks.api.batches.workflow.state_machine)["Properties"]
     deployed = json.loads(props["DefinitionString"])
     assert {k: v for k, v in deployed.items() if k != "TimeoutSeconds"} == _asl()
     placeholders = set(re.findall(r"\$\{(\w+)\}", BATCH_ASL_PATH.read_text()))
@@ -152,7 +114,7 @@ def test_the_state_machine_is_the_asl_file(stacks: GantryApp) -> None:
 
 
 def test_no_execution_outlives_the_window_and_finalization(stacks: GantryApp) -> None:
-    props = _resource(stacks, stacks.api.batches.workflow.state_machine)["Properties"]
+    props = resource(stacks, stacks.api.batches.workflow.state_machine)["Properties"]
     timeout = json.loads(props["DefinitionString"])["TimeoutSeconds"]
     assert timeout == MAX_BATCH_DURATION.to_seconds() == 26 * 3600
 
@@ -160,11 +122,11 @@ def test_no_execution_outlives_the_window_and_finalization(stacks: GantryApp) ->
 def test_the_substitutions_name_the_batch_queue_webhook_queue_and_jobs_table(
     stacks: GantryApp,
 ) -> None:
-    props = _resource(stacks, stacks.api.batches.workflow.state_machine)["Properties"]
+    props = resource(stacks, stacks.api.batches.workflow.state_machine)["Properties"]
     substitutions = props["DefinitionSubstitutions"]
-    assert substitutions["BatchQueueUrl"] == {"Ref": _logical_id(stacks.api.batches.queue.queue)}
+    assert substitutions["BatchQueueUrl"] == {"Ref": logical_id(stacks.api.batches.queue.queue)}
     assert substitutions["WebhookQueueUrl"] == {
-        "Ref": _logical_id(stacks.api.jobs.webhook_queue.queue)
+        "Ref": logical_id(stacks.api.jobs.webhook_queue.queue)
     }
     assert "TablesJobsTable" in json.dumps(substitutions["JobsTable"])
 
@@ -178,23 +140,23 @@ def test_the_state_machine_role_does_exactly_what_its_states_do(stacks: GantryAp
     ), "a distributed Map needs states:StartExecution on its own child executions"
     needed = {INTEGRATION_ACTIONS[s["Resource"]] for s in states if s["Type"] == "Task"}
 
-    statements = _statements(stacks.api_template, stacks.api.batches.workflow.role)
+    statements = role_statements(stacks, stacks.api.batches.workflow.role)
     scoped = [s for s in statements if s["Resource"] != "*"]
-    assert _actions(scoped) == needed
+    assert actions(scoped) == needed
     for statement in statements:
         if statement["Resource"] == "*":
-            assert set(_as_list(statement["Action"])) <= UNSCOPED_ACTIONS
+            assert set(as_list(statement["Action"])) <= UNSCOPED_ACTIONS
     queues = {
-        _logical_id(stacks.api.batches.queue.queue),
-        _logical_id(stacks.api.jobs.webhook_queue.queue),
+        logical_id(stacks.api.batches.queue.queue),
+        logical_id(stacks.api.jobs.webhook_queue.queue),
     }
     for statement in scoped:
         resources = json.dumps(statement["Resource"])
-        if "sqs:SendMessage" in _as_list(statement["Action"]):
+        if "sqs:SendMessage" in as_list(statement["Action"]):
             assert {q for q in queues if q in resources} == queues
-            assert len(_as_list(statement["Resource"])) == 2
+            assert len(as_list(statement["Resource"])) == 2
         else:
-            assert _TABLE_REFERENCE.findall(resources) == ["Jobs"]
+            assert TABLE_REFERENCE.findall(resources) == ["Jobs"]
 
 
 # The queue and the worker
@@ -202,16 +164,16 @@ def test_the_state_machine_role_does_exactly_what_its_states_do(stacks: GantryAp
 
 def test_the_batch_queue_dead_letters_and_outwaits_the_worker(stacks: GantryApp) -> None:
     batches = stacks.api.batches
-    queue = _resource(stacks, batches.queue.queue)["Properties"]
-    worker = _resource(stacks, batches.worker.function)["Properties"]
+    queue = resource(stacks, batches.queue.queue)["Properties"]
+    worker = resource(stacks, batches.worker.function)["Properties"]
     assert queue["RedrivePolicy"] == {
-        "deadLetterTargetArn": {"Fn::GetAtt": [_logical_id(batches.queue.dead_letters), "Arn"]},
+        "deadLetterTargetArn": {"Fn::GetAtt": [logical_id(batches.queue.dead_letters), "Arn"]},
         "maxReceiveCount": 5,
     }
     assert queue["VisibilityTimeout"] >= 6 * worker["Timeout"]
     assert queue["MessageRetentionPeriod"] >= MAX_BATCH_DURATION.to_seconds()
     assert queue["SqsManagedSseEnabled"] is True
-    dead_letters = _resource(stacks, batches.queue.dead_letters)["Properties"]
+    dead_letters = resource(stacks, batches.queue.dead_letters)["Properties"]
     assert dead_letters["MessageRetentionPeriod"] == 14 * 86_400
 
 
@@ -219,22 +181,22 @@ def test_the_worker_takes_one_message_at_a_time_behind_a_concurrency_limit(
     stacks: GantryApp,
 ) -> None:
     batches = stacks.api.batches
-    worker_id = _logical_id(batches.worker.function)
+    worker_id = logical_id(batches.worker.function)
     (mapping,) = [
         m["Properties"]
         for m in stacks.api_resources("AWS::Lambda::EventSourceMapping").values()
         if m["Properties"]["FunctionName"] == {"Ref": worker_id}
     ]
-    assert mapping["EventSourceArn"] == {"Fn::GetAtt": [_logical_id(batches.queue.queue), "Arn"]}
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": [logical_id(batches.queue.queue), "Arn"]}
     assert mapping["BatchSize"] == 1
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["ScalingConfig"] == {"MaximumConcurrency": DEFAULT_WORKER_CONCURRENCY}
 
-    worker = _resource(stacks, batches.worker.function)["Properties"]
+    worker = resource(stacks, batches.worker.function)["Properties"]
     assert worker["ReservedConcurrentExecutions"] == DEFAULT_WORKER_CONCURRENCY
     assert worker["Timeout"] == 900
     assert worker["Handler"] == "handler.handler"
-    inference = _resource(stacks, stacks.api.inference.function)["Properties"]
+    inference = resource(stacks, stacks.api.inference.function)["Properties"]
     assert worker["MemorySize"] == inference["MemorySize"]
     # No other function is limited: interactive traffic keeps the account's concurrency.
     limited = [
@@ -248,7 +210,7 @@ def test_the_worker_takes_one_message_at_a_time_behind_a_concurrency_limit(
 def test_the_worker_concurrency_comes_from_context() -> None:
     _, _, api = build_app({**SKIP_BUNDLING, WORKER_CONCURRENCY_CONTEXT: "5"}, nag=False)
     template = Template.from_stack(api)
-    worker_id = _logical_id(api.batches.worker.function)
+    worker_id = logical_id(api.batches.worker.function)
     worker = template.find_resources("AWS::Lambda::Function")[worker_id]["Properties"]
     assert worker["ReservedConcurrentExecutions"] == 5
     template.has_resource_properties(
@@ -277,18 +239,18 @@ def test_both_functions_know_the_queue_machine_bucket_and_webhooks(
 ) -> None:
     batches = stacks.api.batches
     service = getattr(batches, function)
-    env = _resource(stacks, service.function)["Properties"]["Environment"]["Variables"]
-    assert env["GANTRY_BATCH_QUEUE_URL"] == {"Ref": _logical_id(batches.queue.queue)}
+    env = resource(stacks, service.function)["Properties"]["Environment"]["Variables"]
+    assert env["GANTRY_BATCH_QUEUE_URL"] == {"Ref": logical_id(batches.queue.queue)}
     assert env["GANTRY_BATCH_STATE_MACHINE_ARN"] == {
-        "Ref": _logical_id(batches.workflow.state_machine)
+        "Ref": logical_id(batches.workflow.state_machine)
     }
-    fine_tuning = _resource(stacks, stacks.api.jobs.fine_tuning.function)["Properties"]
+    fine_tuning = resource(stacks, stacks.api.jobs.fine_tuning.function)["Properties"]
     for name, value in fine_tuning["Environment"]["Variables"].items():
         assert env[name] == value, name
 
 
 def test_the_worker_gets_a_request_budget_inside_its_timeout(stacks: GantryApp) -> None:
-    worker = _resource(stacks, stacks.api.batches.worker.function)["Properties"]
+    worker = resource(stacks, stacks.api.batches.worker.function)["Properties"]
     budget = int(worker["Environment"]["Variables"]["GANTRY_REQUEST_TIMEOUT_SECONDS"])
     assert budget == LINE_BUDGET_SECONDS
     margin = BatchSettings(line_seconds=budget).continue_margin_seconds
@@ -300,54 +262,54 @@ def test_the_worker_gets_a_request_budget_inside_its_timeout(stacks: GantryApp) 
 
 @pytest.mark.parametrize("role", ["api_function", "worker", "workflow"])
 def test_no_wildcard_actions(stacks: GantryApp, role: str) -> None:
-    statements = _statements(stacks.api_template, getattr(stacks.api.batches, role).role)
-    for action in _actions(statements):
+    statements = role_statements(stacks, getattr(stacks.api.batches, role).role)
+    for action in actions(statements):
         assert "*" not in action, action
 
 
 def test_the_api_function_reaches_its_tables_objects_and_machine(stacks: GantryApp) -> None:
     batches = stacks.api.batches
-    statements = _statements(stacks.api_template, batches.api_function.role)
-    assert _tables(statements) == {"keys": "rw", "jobs": "rw", "idempotency": "rw"}
+    statements = role_statements(stacks, batches.api_function.role)
+    assert table_access(statements) == {"keys": "rw", "jobs": "rw", "idempotency": "rw"}
     assert _object_grants(statements) == {}
-    assert not _actions(statements, "s3:")
-    machine = {"Ref": _logical_id(batches.workflow.state_machine)}
-    states = [s for s in statements if _actions([s], "states:")]
+    assert not actions(statements, "s3:")
+    machine = {"Ref": logical_id(batches.workflow.state_machine)}
+    states = [s for s in statements if actions([s], "states:")]
     assert [(s["Action"], s["Resource"]) for s in states] == [("states:StartExecution", machine)]
-    assert not _actions(statements, "sqs:")
-    assert not _actions(statements, "bedrock:")
+    assert not actions(statements, "sqs:")
+    assert not actions(statements, "bedrock:")
 
 
 def test_the_worker_runs_lines_and_answers_its_tasks(stacks: GantryApp) -> None:
     batches = stacks.api.batches
-    statements = _statements(stacks.api_template, batches.worker.role)
-    assert _tables(statements) == WORKER_TABLES
+    statements = role_statements(stacks, batches.worker.role)
+    assert table_access(statements) == WORKER_TABLES
     assert _object_grants(statements) == {
         "files/": {"s3:GetObject", "s3:PutObject"},
         "batches/": {"s3:GetObject", "s3:PutObject"},
         "fine-tuning/": {"s3:GetObject"},  # fine-tuned models a line may name
     }
-    machine = {"Ref": _logical_id(batches.workflow.state_machine)}
-    states = [s for s in statements if _actions([s], "states:")]
+    machine = {"Ref": logical_id(batches.workflow.state_machine)}
+    states = [s for s in statements if actions([s], "states:")]
     assert len(states) == 1 and states[0]["Resource"] == machine
-    assert _actions(states) == {
+    assert actions(states) == {
         "states:SendTaskSuccess",
         "states:SendTaskFailure",
         "states:SendTaskHeartbeat",
     }
-    sends = [s for s in statements if "sqs:SendMessage" in _as_list(s["Action"])]
+    sends = [s for s in statements if "sqs:SendMessage" in as_list(s["Action"])]
     assert sorted(json.dumps(s["Resource"]) for s in sends) == sorted(
-        json.dumps({"Fn::GetAtt": [_logical_id(queue), "Arn"]})
+        json.dumps({"Fn::GetAtt": [logical_id(queue), "Arn"]})
         for queue in (
             batches.queue.queue,  # continuations of long chunks
             stacks.api.settlements.queue.queue,  # settlements a line could not write
         )
     )
-    consumes = [s for s in statements if "sqs:ReceiveMessage" in _as_list(s["Action"])]
+    consumes = [s for s in statements if "sqs:ReceiveMessage" in as_list(s["Action"])]
     assert [s["Resource"] for s in consumes] == [
-        {"Fn::GetAtt": [_logical_id(batches.queue.queue), "Arn"]}
+        {"Fn::GetAtt": [logical_id(batches.queue.queue), "Arn"]}
     ]
-    assert not _actions(statements, "iam:")
+    assert not actions(statements, "iam:")
 
 
 def test_batches_pass_cdk_nag(stacks: GantryApp) -> None:

@@ -4,18 +4,23 @@ the worker replays it gently, and only the functions that meter requests may sen
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import pytest
-from aws_cdk import CfnElement, Stack
-from aws_cdk import aws_iam as iam
 from cdk_nag import AwsSolutionsChecks
-from constructs import IConstruct
 
 from infra.constructs.service_function import TABLE_WRITE_ACTIONS, ServiceFunction
 from infra.constructs.settlements import SETTLEMENT_QUEUE_ENV
-from tests.infra.support import GantryApp
+from tests.infra.support import (
+    TABLE_REFERENCE,
+    GantryApp,
+    actions,
+    as_list,
+    logical_id,
+    resource,
+    role_statements,
+    table_access,
+)
 
 FOURTEEN_DAYS = 14 * 86_400
 # What an SQS event source needs from the consuming function's role.
@@ -28,53 +33,10 @@ CONSUME_ACTIONS = {
 }
 # The functions that admit and settle requests in their own process.
 METERING = ("inference", "completions", "models", "batch_worker")
-_TABLE_REFERENCE = re.compile(r"Tables([A-Z][a-z]+)Table")
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _logical_id(construct: IConstruct) -> str:
-    child = construct.node.default_child
-    assert isinstance(child, CfnElement)
-    return Stack.of(construct).get_logical_id(child)
-
-
-def _resource(stacks: GantryApp, construct: IConstruct) -> dict[str, Any]:
-    found: dict[str, Any] = stacks.api_template.to_json()["Resources"][_logical_id(construct)]
-    return found
-
-
-def _statements(stacks: GantryApp, role: iam.IRole) -> list[dict[str, Any]]:
-    role_id = _logical_id(role)
-    statements: list[dict[str, Any]] = []
-    for policy in stacks.api_resources("AWS::IAM::Policy").values():
-        if {"Ref": role_id} in policy["Properties"]["Roles"]:
-            statements += policy["Properties"]["PolicyDocument"]["Statement"]
-    return statements
-
-
-def _actions(statements: list[dict[str, Any]], prefix: str = "") -> set[str]:
-    return {a for s in statements for a in _as_list(s["Action"]) if a.startswith(prefix)}
-
-
-def _tables(statements: list[dict[str, Any]]) -> dict[str, str]:
-    """Table -> "rw" or "read", from the DynamoDB statements."""
-    reached: dict[str, str] = {}
-    for statement in statements:
-        actions = set(_as_list(statement["Action"]))
-        if not any(a.startswith("dynamodb:") for a in actions):
-            continue
-        access = "rw" if actions & set(TABLE_WRITE_ACTIONS) else "read"
-        for table in _TABLE_REFERENCE.findall(json.dumps(statement["Resource"])):
-            if reached.get(table.lower()) != "rw":
-                reached[table.lower()] = access
-    return reached
 
 
 def _queue_arn(stacks: GantryApp) -> dict[str, Any]:
-    return {"Fn::GetAtt": [_logical_id(stacks.api.settlements.queue.queue), "Arn"]}
+    return {"Fn::GetAtt": [logical_id(stacks.api.settlements.queue.queue), "Arn"]}
 
 
 def _metering(stacks: GantryApp) -> list[ServiceFunction]:
@@ -107,10 +69,10 @@ def _role_of_function(stacks: GantryApp) -> dict[str, str]:
 
 def test_the_queue_rides_out_an_outage_then_dead_letters(stacks: GantryApp) -> None:
     spool = stacks.api.settlements.queue
-    queue = _resource(stacks, spool.queue)["Properties"]
-    worker = _resource(stacks, stacks.api.settlements.worker.function)["Properties"]
+    queue = resource(stacks, spool.queue)["Properties"]
+    worker = resource(stacks, stacks.api.settlements.worker.function)["Properties"]
     assert queue["RedrivePolicy"] == {
-        "deadLetterTargetArn": {"Fn::GetAtt": [_logical_id(spool.dead_letters), "Arn"]},
+        "deadLetterTargetArn": {"Fn::GetAtt": [logical_id(spool.dead_letters), "Arn"]},
         "maxReceiveCount": 10,
     }
     assert queue["VisibilityTimeout"] == 6 * worker["Timeout"] == 360
@@ -122,10 +84,10 @@ def test_the_queue_rides_out_an_outage_then_dead_letters(stacks: GantryApp) -> N
 
 def test_the_dead_letters_are_kept_as_long_and_nothing_consumes_them(stacks: GantryApp) -> None:
     dead_letters = stacks.api.settlements.queue.dead_letters
-    props = _resource(stacks, dead_letters)["Properties"]
+    props = resource(stacks, dead_letters)["Properties"]
     assert props["MessageRetentionPeriod"] == FOURTEEN_DAYS
     assert props["SqsManagedSseEnabled"] is True
-    dead_letters_id = _logical_id(dead_letters)
+    dead_letters_id = logical_id(dead_letters)
     for mapping in stacks.api_resources("AWS::Lambda::EventSourceMapping").values():
         assert dead_letters_id not in json.dumps(mapping)
     for policy in stacks.api_resources("AWS::IAM::Policy").values():
@@ -134,7 +96,7 @@ def test_the_dead_letters_are_kept_as_long_and_nothing_consumes_them(stacks: Gan
 
 @pytest.mark.parametrize("queue", ["queue", "dead_letters"])
 def test_the_queues_refuse_plain_http(stacks: GantryApp, queue: str) -> None:
-    queue_id = _logical_id(getattr(stacks.api.settlements.queue, queue))
+    queue_id = logical_id(getattr(stacks.api.settlements.queue, queue))
     (policy,) = [
         p["Properties"]
         for p in stacks.api_resources("AWS::SQS::QueuePolicy").values()
@@ -150,7 +112,7 @@ def test_the_queues_refuse_plain_http(stacks: GantryApp, queue: str) -> None:
 
 def test_the_worker_replays_ten_at_a_time_behind_a_concurrency_limit(stacks: GantryApp) -> None:
     settlements = stacks.api.settlements
-    worker_id = _logical_id(settlements.worker.function)
+    worker_id = logical_id(settlements.worker.function)
     (mapping,) = [
         m["Properties"]
         for m in stacks.api_resources("AWS::Lambda::EventSourceMapping").values()
@@ -161,7 +123,7 @@ def test_the_worker_replays_ten_at_a_time_behind_a_concurrency_limit(stacks: Gan
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}
     # The queue has no other consumer.
-    queue_id = _logical_id(settlements.queue.queue)
+    queue_id = logical_id(settlements.queue.queue)
     consumers = [
         m["Properties"]["FunctionName"]
         for m in stacks.api_resources("AWS::Lambda::EventSourceMapping").values()
@@ -171,7 +133,7 @@ def test_the_worker_replays_ten_at_a_time_behind_a_concurrency_limit(stacks: Gan
 
 
 def test_the_worker_function(stacks: GantryApp) -> None:
-    worker = _resource(stacks, stacks.api.settlements.worker.function)["Properties"]
+    worker = resource(stacks, stacks.api.settlements.worker.function)["Properties"]
     assert worker["Timeout"] == 60
     assert worker["Handler"] == "handler.handler"
     assert worker["Runtime"] == "python3.12"
@@ -195,14 +157,14 @@ def test_the_handler_is_the_settlements_entry_point() -> None:
 def test_the_worker_touches_only_quotas_and_usage_and_consumes_only_its_queue(
     stacks: GantryApp,
 ) -> None:
-    statements = _statements(stacks, stacks.api.settlements.worker.role)
-    assert _tables(statements) == {"quotas": "rw", "usage": "rw"}
-    queues = [s for s in statements if _actions([s], "sqs:")]
+    statements = role_statements(stacks, stacks.api.settlements.worker.role)
+    assert table_access(statements) == {"quotas": "rw", "usage": "rw"}
+    queues = [s for s in statements if actions([s], "sqs:")]
     assert [s["Resource"] for s in queues] == [_queue_arn(stacks)]
-    assert _actions(queues) == CONSUME_ACTIONS
+    assert actions(queues) == CONSUME_ACTIONS
     assert not {
         a
-        for a in _actions(statements)
+        for a in actions(statements)
         if a.startswith(("s3:", "bedrock:", "states:", "iam:", "kms:", "events:", "lambda:"))
     }
 
@@ -211,36 +173,38 @@ def test_the_worker_touches_only_quotas_and_usage_and_consumes_only_its_queue(
 
 
 def test_exactly_the_metering_functions_know_the_queue(stacks: GantryApp) -> None:
-    queue = {"Ref": _logical_id(stacks.api.settlements.queue.queue)}
+    queue = {"Ref": logical_id(stacks.api.settlements.queue.queue)}
     knowing = {
         function_id
         for function_id, function in stacks.api_resources("AWS::Lambda::Function").items()
         if SETTLEMENT_QUEUE_ENV
         in function["Properties"].get("Environment", {}).get("Variables", {})
     }
-    assert knowing == {_logical_id(f.function) for f in _metering(stacks)}
+    assert knowing == {logical_id(f.function) for f in _metering(stacks)}
     for service in _metering(stacks):
-        env = _resource(stacks, service.function)["Properties"]["Environment"]["Variables"]
+        env = resource(stacks, service.function)["Properties"]["Environment"]["Variables"]
         assert env[SETTLEMENT_QUEUE_ENV] == queue
 
 
 def test_exactly_the_metering_functions_may_send(stacks: GantryApp) -> None:
-    queue_id = _logical_id(stacks.api.settlements.queue.queue)
+    queue_id = logical_id(stacks.api.settlements.queue.queue)
     senders: set[str] = set()
     for policy in stacks.api_resources("AWS::IAM::Policy").values():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             if queue_id not in json.dumps(statement["Resource"]):
                 continue
-            if "sqs:SendMessage" in _as_list(statement["Action"]):
+            if "sqs:SendMessage" in as_list(statement["Action"]):
                 senders |= {role["Ref"] for role in policy["Properties"]["Roles"]}
-    assert senders == {_logical_id(f.role) for f in _metering(stacks)}
+    assert senders == {logical_id(f.role) for f in _metering(stacks)}
 
     for service in _metering(stacks):
         sends = [
-            s for s in _statements(stacks, service.role) if queue_id in json.dumps(s["Resource"])
+            s
+            for s in role_statements(stacks, service.role)
+            if queue_id in json.dumps(s["Resource"])
         ]
         assert [s["Resource"] for s in sends] == [_queue_arn(stacks)]
-        assert _actions(sends) == {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
+        assert actions(sends) == {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}
 
 
 def test_the_metering_functions_are_those_that_write_quotas(stacks: GantryApp) -> None:
@@ -250,13 +214,13 @@ def test_the_metering_functions_are_those_that_write_quotas(stacks: GantryApp) -
     writers: set[str] = set()
     for policy in stacks.api_resources("AWS::IAM::Policy").values():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-            actions = set(_as_list(statement["Action"]))
-            if not actions & set(TABLE_WRITE_ACTIONS):
+            granted = set(as_list(statement["Action"]))
+            if not granted & set(TABLE_WRITE_ACTIONS):
                 continue
-            if "quotas" in {t.lower() for t in _TABLE_REFERENCE.findall(json.dumps(statement))}:
+            if "quotas" in {t.lower() for t in TABLE_REFERENCE.findall(json.dumps(statement))}:
                 writers |= {function_of_role[role["Ref"]] for role in policy["Properties"]["Roles"]}
-    writers.discard(_logical_id(stacks.api.settlements.worker.function))
-    assert writers == {_logical_id(f.function) for f in _metering(stacks)}
+    writers.discard(logical_id(stacks.api.settlements.worker.function))
+    assert writers == {logical_id(f.function) for f in _metering(stacks)}
 
 
 # Least privilege and cdk-nag
@@ -264,7 +228,7 @@ def test_the_metering_functions_are_those_that_write_quotas(stacks: GantryApp) -
 
 @pytest.mark.parametrize("name", ["settlement_worker", *METERING])
 def test_no_wildcard_actions(stacks: GantryApp, name: str) -> None:
-    for action in _actions(_statements(stacks, _service(stacks, name).role)):
+    for action in actions(role_statements(stacks, _service(stacks, name).role)):
         assert "*" not in action, action
 
 

@@ -56,15 +56,22 @@ class FlakySettlements:
         raise EndpointConnectionError(endpoint_url="http://dynamodb")
 
 
-def flaky_meter(runtime: Runtime, clock: FakeClock, flaky: FlakySettlements) -> DynamoMeter:
+def flaky_meter(
+    runtime: Runtime,
+    clock: FakeClock,
+    flaky: FlakySettlements,
+    spool: SqsQueue | None = None,
+    max_attempts: int = 4,
+) -> DynamoMeter:
     return DynamoMeter(
         flaky,  # type: ignore[arg-type]
         quotas_table=runtime.settings.quotas_table,
         usage_table=runtime.settings.usage_table,
         limits=runtime.limits,
         clock=clock,
-        max_attempts=4,
+        max_attempts=max_attempts,
         sleep=lambda _: None,
+        spool=spool,
     )
 
 
@@ -206,16 +213,7 @@ def test_settlements_outlive_their_process_in_the_settlement_queue(
     caller = new_key(runtime, org_id, limits=Limits(tokens_per_day=500_000))
     queue = spool_queue(runtime)
     flaky = FlakySettlements(client("dynamodb", runtime.settings), first=False)
-    meter = DynamoMeter(
-        flaky,  # type: ignore[arg-type]
-        quotas_table=runtime.settings.quotas_table,
-        usage_table=runtime.settings.usage_table,
-        limits=runtime.limits,
-        clock=clock,
-        max_attempts=2,
-        sleep=lambda _: None,
-        spool=queue,
-    )
+    meter = flaky_meter(runtime, clock, flaky, spool=queue, max_attempts=2)
     flaky.broken = True
     admissions = [admit(meter, runtime, caller, tokens=30) for _ in range(5)]
     with caplog.at_level("WARNING", logger="gantry.metering"):
@@ -247,16 +245,7 @@ def test_a_spooled_settlement_that_still_fails_stays_on_the_queue(
     queue = spool_queue(runtime)
     flaky = FlakySettlements(client("dynamodb", runtime.settings), first=False)
     flaky.broken = True
-    broken = DynamoMeter(
-        flaky,  # type: ignore[arg-type]
-        quotas_table=runtime.settings.quotas_table,
-        usage_table=runtime.settings.usage_table,
-        limits=runtime.limits,
-        clock=clock,
-        max_attempts=2,
-        sleep=lambda _: None,
-        spool=queue,
-    )
+    broken = flaky_meter(runtime, clock, flaky, spool=queue, max_attempts=2)
     broken.settle(admit(broken, runtime, caller, tokens=30), usage_of(0))
     runtime.__dict__["meter"] = broken  # the outage is not over
     event = spooled_event(queue)
