@@ -402,3 +402,14 @@ def test_a_batch_that_outlived_its_workflow_fails_when_read(
     assert [e.code for e in failed.errors] == ["batch_timed_out"]
     stored = runtime.jobs.batch_store.get_batch(batch.id)
     assert stored is not None and stored.status == "failed" and "failed_at" in stored.times
+
+
+def test_a_chunk_left_running_after_its_run_failed_stops_before_billing(
+    runtime: Runtime,
+) -> None:
+    batch = stored_batch(runtime, 3, status="finalizing")  # the Map failed; Finalize runs
+    runner, callbacks = ScriptedRunner([]), Callbacks()
+    worker(runtime, runner, [], callbacks).handle(run_message(batch, 3), lambda: True)
+    assert runner.calls == []
+    assert [answer for answer, _ in callbacks.answers] == ["fail"]
+    assert not runtime.jobs.batch_store.chunk_recorded(batch.id, 0)

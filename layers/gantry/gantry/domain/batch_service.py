@@ -391,7 +391,12 @@ class BatchWorker:
                 return self._continue(batch, chunk, progress, message)
             rid = request_id(batch.id, line.line)
             reason = None
-            if status.current() == CANCELLING:
+            now_status = status.current()
+            if now_status == FINALIZING:
+                # Finalize only starts once the Map is over: this chunk's Map failed and
+                # its lines are written as failed, so running them would bill for nothing.
+                return None
+            if now_status == CANCELLING:
                 reason = CANCELLED_LINE
             elif self._clock.now() >= batch.expires_at:
                 reason = EXPIRED_LINE
