@@ -137,13 +137,8 @@ def _cancelled_by_condition(exc: ClientError) -> bool:
 
 
 class DynamoBatchStore(StatusRecords):
-    kind = KIND
-
-    def _key(self, record_id: str) -> dict[str, Any]:
-        return batch_key(record_id)
-
-    def _encode(self, fields: Mapping[str, Any]) -> dict[str, Any]:
-        return _fields(fields)
+    def __init__(self, client: Any, table: str) -> None:
+        super().__init__(client, table, KIND, batch_key, _fields)
 
     def create_batch(self, batch: Batch) -> None:
         self._create(to_item(batch))

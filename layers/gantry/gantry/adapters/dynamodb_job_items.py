@@ -227,19 +227,21 @@ def owned_page(
 class StatusRecords:
     """What the stores of records with a status (fine-tuning jobs, batches) share: a
     `META` item per record, owner listings, conditional status changes, field updates.
-    Subclasses say how a record's id becomes its key and how fields are encoded."""
+    Each store says how a record's id becomes its key and how its fields are encoded."""
 
-    kind: str
-
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        kind: str,
+        key: Callable[[str], dict[str, Any]],
+        encode: Callable[[Mapping[str, Any]], dict[str, Any]],
+    ) -> None:
         self._client = client
         self._table = table
-
-    def _key(self, record_id: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _encode(self, fields: Mapping[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        self.kind = kind
+        self._key = key
+        self._encode = encode
 
     def _create(self, item: Mapping[str, Any]) -> None:
         call(

@@ -167,13 +167,8 @@ def model_from_item(item: Mapping[str, Any]) -> RegisteredModel:
 
 
 class DynamoJobStore(StatusRecords):
-    kind = JOB_KIND
-
-    def _key(self, record_id: str) -> dict[str, Any]:
-        return job_key(record_id)
-
-    def _encode(self, fields: Mapping[str, Any]) -> dict[str, Any]:
-        return _fields(fields)
+    def __init__(self, client: Any, table: str) -> None:
+        super().__init__(client, table, JOB_KIND, job_key, _fields)
 
     def create_job(self, job: FineTuningJob) -> None:
         self._create(to_item(job))

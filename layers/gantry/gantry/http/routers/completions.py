@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gantry.domain.errors import InvalidRequest
-from gantry.domain.inference import Sampling
+from gantry.domain.inference import GenerationOutcome, Plan, Sampling
 from gantry.http.body import JSONBodyRoute
 from gantry.http.deps import CompletionsKey, CurrentRuntime
 from gantry.http.metering import metered
@@ -24,6 +24,7 @@ from gantry.http.schemas.chat import (
 )
 from gantry.http.streaming import ChunkFormat, stream_response
 from gantry.ports import Generation, Message, TokenLogprob
+from gantry.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["completions"], route_class=JSONBodyRoute)
 
@@ -51,18 +52,7 @@ _TOOL_PARAMS = ("tools", "tool_choice", "parallel_tool_calls", "functions", "fun
 async def create_chat_completion(
     body: ChatCompletionRequest, principal: CompletionsKey, rt: CurrentRuntime, request: Request
 ) -> Response:
-    messages, features = _messages(body.messages)
-    features.update(_chat_features(body))
-    max_tokens, max_param = _chat_max_tokens(body)
-    sampling = _sampling(
-        body,
-        max_tokens=max_tokens,
-        max_param=max_param,
-        logprobs=bool(body.logprobs),
-        top_logprobs=body.top_logprobs or 0,
-        features=features,
-    )
-    plan = rt.inference.plan_chat(body.model, messages, sampling)
+    plan = plan_chat(rt, body)
     if body.stream:
         fmt = ChunkFormat(
             "chat.completion.chunk",
@@ -96,6 +86,23 @@ async def create_chat_completion(
         "usage": usage(outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens),
     }
     return json_response(payload, headers=inference_headers(outcome, admission))
+
+
+def plan_chat(rt: Runtime, body: ChatCompletionRequest) -> Plan[GenerationOutcome]:
+    """The model call a chat request asks for (v1 and v2 alike): messages, parameters the
+    model must honour or refuse, and the sampling controls."""
+    messages, features = _messages(body.messages)
+    features.update(_chat_features(body))
+    max_tokens, max_param = _chat_max_tokens(body)
+    sampling = _sampling(
+        body,
+        max_tokens=max_tokens,
+        max_param=max_param,
+        logprobs=bool(body.logprobs),
+        top_logprobs=body.top_logprobs or 0,
+        features=features,
+    )
+    return rt.inference.plan_chat(body.model, messages, sampling)
 
 
 def _messages(raw: list[ChatMessage]) -> tuple[list[Message], dict[str, str]]:

@@ -22,12 +22,9 @@ from gantry.http.metering import metered
 from gantry.http.responses import inference_headers, json_response, new_id
 from gantry.http.routers.completions import (
     STREAM_CACHE_HEADERS,
-    _chat_features,
     _chat_logprobs,
-    _chat_max_tokens,
     _fingerprint,
-    _messages,
-    _sampling,
+    plan_chat,
 )
 from gantry.http.schemas.chat import ChatCompletionRequest
 from gantry.http.schemas.v2 import V2ChatCompletion
@@ -111,18 +108,7 @@ class V2ChunkFormat(ChunkFormat):
 async def create_v2_chat_completion(
     body: ChatCompletionRequest, principal: CompletionsKey, rt: CurrentRuntime, request: Request
 ) -> Response:
-    messages, features = _messages(body.messages)
-    features.update(_chat_features(body))
-    max_tokens, max_param = _chat_max_tokens(body)
-    sampling = _sampling(
-        body,
-        max_tokens=max_tokens,
-        max_param=max_param,
-        logprobs=bool(body.logprobs),
-        top_logprobs=body.top_logprobs or 0,
-        features=features,
-    )
-    plan = rt.inference.plan_chat(body.model, messages, sampling)
+    plan = plan_chat(rt, body)
     if body.stream:
         fmt = V2ChunkFormat(
             "chat.completion.chunk",
