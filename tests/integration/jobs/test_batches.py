@@ -374,3 +374,35 @@ def test_every_batch_endpoint_answers_as_its_route_does(
         answer = entry["response"]["body"]
         assert answer.get("object") == kind
         assert answer.keys() == direct.keys()
+
+
+def test_dependency_failures_are_503s_that_leave_nothing_half_made(
+    api: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    source = upload(api, jsonl([echo_line(0)]), purpose="batch")
+    body = {"input_file_id": source["id"], "endpoint": CHAT, "completion_window": "24h"}
+    store = runtime.jobs.batch_store
+
+    def unreachable(**_: Any) -> Any:
+        raise EndpointConnectionError(endpoint_url="http://dynamodb")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store._client, "put_item", unreachable)
+        error = assert_error(api.post(BATCHES, json=body), 503, "service_unavailable")
+    assert error["details"] == {"subsystem": "database"}
+
+    def no_workflow(name: str, payload: Any) -> str:
+        raise EndpointConnectionError(endpoint_url="http://states")
+
+    before = {b["id"] for b in api.get(BATCHES, params={"limit": 100}).json()["data"]}
+    monkeypatch.setattr(runtime.jobs.batches._workflow, "start", no_workflow)
+    refused = api.post(BATCHES, json=body)
+    assert_error(refused, 503, "service_unavailable")
+    assert refused.headers["retry-after"] == "5"
+    (made,) = [
+        b for b in api.get(BATCHES, params={"limit": 100}).json()["data"] if b["id"] not in before
+    ]
+    assert made["status"] == "failed"  # never left validating with no workflow behind it
+    assert made["errors"]["data"][0]["code"] == "workflow_unavailable"

@@ -27,7 +27,6 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
-from gantry.adapters import token_counting
 from gantry.adapters.bedrock_converse import (
     converse_request,
     finish_reason,
@@ -42,6 +41,7 @@ from gantry.adapters.bedrock_embeddings import (
 from gantry.adapters.bedrock_errors import mapped, service_error
 from gantry.adapters.bedrock_guardrails import guardrail_request, intervened, verdict
 from gantry.adapters.provider_refusals import policy_refused
+from gantry.adapters.token_counting import RegistryTokenCounting
 from gantry.adapters.vectors import truncate
 from gantry.config import Settings
 from gantry.domain.deadlines import current_call
@@ -90,7 +90,7 @@ def bedrock_runtime_client(settings: Settings) -> BedrockRuntimeClient:
     )
 
 
-class BedrockProvider:
+class BedrockProvider(RegistryTokenCounting):
     def __init__(self, client: Callable[[], BedrockRuntimeClient], *, threads: int = 16) -> None:
         self._client_factory = client
         self._client: BedrockRuntimeClient | None = None
@@ -99,15 +99,6 @@ class BedrockProvider:
         self._lock = threading.Lock()
 
     # --- the port ----------------------------------------------------------------------
-
-    def is_instant(self, model: ModelSpec) -> bool:
-        return False
-
-    def count_tokens(self, model: ModelSpec, text: str) -> int:
-        return token_counting.count_text(model.tokenizer, text)
-
-    def count_chat_tokens(self, model: ModelSpec, messages: Sequence[Message]) -> int:
-        return token_counting.count_chat(model.tokenizer, messages)
 
     def chat(
         self, model: ModelSpec, messages: Sequence[Message], params: SamplingParams

@@ -24,7 +24,6 @@ from typing import Any
 
 import httpx
 
-from gantry.adapters import token_counting
 from gantry.adapters.abortable_http import AbortableClient, Aborted, WireHeaders
 from gantry.adapters.async_bridge import AsyncBridge, bridge
 from gantry.adapters.openai_errors import (
@@ -42,6 +41,7 @@ from gantry.adapters.openai_wire import (
     parse_moderation,
 )
 from gantry.adapters.sse_parser import SSEParser
+from gantry.adapters.token_counting import RegistryTokenCounting
 from gantry.adapters.vectors import truncate
 from gantry.domain.deadlines import current_call
 from gantry.domain.errors import InvalidRequest
@@ -65,7 +65,7 @@ DEFAULT_MAX_BATCH = 2048
 CONNECT_TIMEOUT = 5.0
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(RegistryTokenCounting):
     def __init__(
         self,
         base_url: str | None,
@@ -88,15 +88,6 @@ class OpenAICompatibleProvider:
         self._wire_headers: WireHeaders | None = None
 
     # --- the port ----------------------------------------------------------------------
-
-    def is_instant(self, model: ModelSpec) -> bool:
-        return False
-
-    def count_tokens(self, model: ModelSpec, text: str) -> int:
-        return token_counting.count_text(model.tokenizer, text)
-
-    def count_chat_tokens(self, model: ModelSpec, messages: Sequence[Message]) -> int:
-        return token_counting.count_chat(model.tokenizer, messages)
 
     def chat(
         self, model: ModelSpec, messages: Sequence[Message], params: SamplingParams

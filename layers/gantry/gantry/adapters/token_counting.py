@@ -23,6 +23,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from gantry.domain.registry import ModelSpec
 from gantry.ports import Message
 
 EXACT_TOKENIZERS = {
@@ -96,3 +97,17 @@ def warm(tokenizer: str) -> None:
     """Load an exact tokenizer now (about 0.2 s) rather than on the first request."""
     if tokenizer in EXACT_TOKENIZERS:
         _encoding(tokenizer)
+
+
+class RegistryTokenCounting:
+    """The provider port's token counting for a remote model, by the tokenizer the
+    registry names for it; remote calls are never instant."""
+
+    def is_instant(self, model: ModelSpec) -> bool:
+        return False
+
+    def count_tokens(self, model: ModelSpec, text: str) -> int:
+        return count_text(model.tokenizer, text)
+
+    def count_chat_tokens(self, model: ModelSpec, messages: Sequence[Message]) -> int:
+        return count_chat(model.tokenizer, messages)
