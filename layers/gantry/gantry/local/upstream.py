@@ -176,13 +176,13 @@ class Upstream:
             return False
         if behaviour.body is not None or behaviour.status >= 400:
             body_bytes = behaviour.body if behaviour.body is not None else _error(behaviour.status)
+            self._done()  # counted before the client can see the answer
             _respond(writer, behaviour.status, body_bytes, behaviour.headers)
-            self._done()
             return True
         if body.get("stream"):
             return await self._stream(path, body, behaviour, reader, writer)
-        _respond(writer, 200, json.dumps(_payload(path, body, behaviour)).encode())
         self._done()
+        _respond(writer, 200, json.dumps(_payload(path, body, behaviour)).encode())
         return True
 
     def _done(self) -> None:
@@ -249,9 +249,9 @@ class Upstream:
             _event(writer, {**base, "choices": [end]})
         if behaviour.usage and (body.get("stream_options") or {}).get("include_usage"):
             _event(writer, {**base, "choices": [], "usage": _usage(prompt, len(reply) * n)})
+        self._done()
         writer.write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
         await writer.drain()
-        self._done()
         return True
 
 
