@@ -82,6 +82,7 @@ class GantryJobs(Construct):
         tables: Mapping[str, dynamodb.ITable],
         table_specs: Mapping[str, TableSpec],
         pepper: Any,
+        web_adapter: lambda_.ILayerVersion,
     ) -> None:
         super().__init__(scope, construct_id)
         files_bucket = s3.Bucket.from_bucket_name(self, "FilesBucket", Fn.sub(FILES_BUCKET_NAME))
@@ -129,8 +130,10 @@ class GantryJobs(Construct):
             self,
             "Files",
             code_dir=FUNCTIONS_DIR / "files",
-            handler="handler.handler",
-            description="Gantry files: upload, list, retrieve, delete, download",
+            handler="run.sh",
+            description="Gantry files: upload, list, retrieve, delete, download (streamed)",
+            # A download streams, so no file is too large for it (buffered: 6 MB at most).
+            web_adapter=web_adapter,
             table_access={"keys": RW, "jobs": RW},
             **common,
         )
@@ -233,9 +236,12 @@ class GantryJobs(Construct):
         )
 
     @property
+    def streaming_routes(self) -> list[tuple[str, str, lambda_.IFunction]]:
+        return [(m, p, self.files.function) for m, p in FILES_ROUTES]
+
+    @property
     def routes(self) -> list[tuple[str, str, lambda_.IFunction]]:
         return [
-            *((m, p, self.files.function) for m, p in FILES_ROUTES),
             *((m, p, self.fine_tuning.function) for m, p in FINE_TUNING_ROUTES),
             *((m, p, self.webhooks.function) for m, p in WEBHOOKS_ROUTES),
         ]

@@ -23,6 +23,8 @@ from infra.constants import (
     POWERTOOLS_LOG_LEVEL,
     POWERTOOLS_METRICS_NAMESPACE,
     POWERTOOLS_SERVICE_NAME,
+    STREAMING_TIMEOUT_SECONDS,
+    WEB_ADAPTER_PORT,
 )
 from infra.nag import acknowledge
 
@@ -40,6 +42,16 @@ TABLE_WRITE_ACTIONS: tuple[str, ...] = (
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
 )
+
+# The adapter starts the handler script, waits for /health, then proxies each invocation
+# to the app and streams its response back.
+WEB_ADAPTER_ENVIRONMENT: dict[str, str] = {
+    "AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap",
+    "AWS_LWA_INVOKE_MODE": "response_stream",
+    "AWS_LWA_PORT": WEB_ADAPTER_PORT,
+    "PORT": WEB_ADAPTER_PORT,
+    "AWS_LWA_READINESS_CHECK_PATH": "/health",
+}
 
 
 class TableAccess(enum.Enum):
@@ -78,7 +90,11 @@ class ServiceFunction(Construct):
         environment: Mapping[str, str] | None = None,
         reserved_concurrency: int | None = None,
         request_budget: int | None = None,
+        web_adapter: lambda_.ILayerVersion | None = None,
     ) -> None:
+        """With `web_adapter`, the function streams: `handler` is a script that starts the
+        app under uvicorn, and the AWS Lambda Web Adapter relays each chunk it writes as
+        Lambda response streaming (for up to 15 minutes)."""
         super().__init__(scope, construct_id)
         # How long one request may take here (GANTRY_REQUEST_TIMEOUT_SECONDS, set by
         # ModelAccess); None: as long as the function's timeout allows.
@@ -109,6 +125,10 @@ class ServiceFunction(Construct):
         }
         for name, table in tables.items():
             env[table_specs[name].env_var] = table.table_name
+        if web_adapter is not None:
+            env.update(WEB_ADAPTER_ENVIRONMENT)
+            layers = [*layers, web_adapter]
+            timeout = timeout or Duration.seconds(STREAMING_TIMEOUT_SECONDS)
         env.update(environment or {})
 
         self.function = lambda_.Function(

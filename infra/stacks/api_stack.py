@@ -4,17 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, Fn, Stack
+from aws_cdk import CfnOutput, Fn, Stack
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from infra.constants import (
-    FUNCTIONS_DIR,
-    STREAMING_TIMEOUT_SECONDS,
-    WEB_ADAPTER_LAYER_ARN,
-    WEB_ADAPTER_LAYER_CONTEXT,
-    WEB_ADAPTER_PORT,
-)
+from infra.constants import FUNCTIONS_DIR, WEB_ADAPTER_LAYER_ARN, WEB_ADAPTER_LAYER_CONTEXT
 from infra.constructs.api import GantryApi
 from infra.constructs.batches import GantryBatches
 from infra.constructs.jobs import GantryJobs
@@ -149,14 +143,7 @@ class ApiStack(Stack):
             code_dir=FUNCTIONS_DIR / "completions",
             handler="run.sh",
             description="Gantry chat and text completions, buffered or streamed (SSE)",
-            timeout=Duration.seconds(STREAMING_TIMEOUT_SECONDS),
-            environment={
-                "AWS_LAMBDA_EXEC_WRAPPER": "/opt/bootstrap",
-                "AWS_LWA_INVOKE_MODE": "response_stream",
-                "AWS_LWA_PORT": WEB_ADAPTER_PORT,
-                "PORT": WEB_ADAPTER_PORT,
-                "AWS_LWA_READINESS_CHECK_PATH": "/health",
-            },
+            web_adapter=web_adapter,
             # + conversations: POST /v1/conversations/{id}/messages runs here
             table_access={
                 "keys": RW,
@@ -166,10 +153,10 @@ class ApiStack(Stack):
                 "idempotency": RW,
                 "conversations": RW,
             },
-            **{**common, "layers": [*self.layers.all, web_adapter]},
+            **common,
         )
 
-        self.jobs = GantryJobs(self, "Jobs", **common)
+        self.jobs = GantryJobs(self, "Jobs", web_adapter=web_adapter, **common)
         self.batches = GantryBatches(self, "Batches", jobs=self.jobs, **common)
 
         # The functions that admit and settle requests (they write quotas and usage) spool
@@ -205,6 +192,8 @@ class ApiStack(Stack):
             self.api.add_route(method, path, self.conversations.function)
         for method, path, function in [*self.jobs.routes, *self.batches.routes]:
             self.api.add_route(method, path, function)
+        for method, path, function in self.jobs.streaming_routes:
+            self.api.add_route(method, path, function, streaming=True)
 
         CfnOutput(self, "ApiUrl", value=self.api.url, description="Base URL of the Gantry API")
         CfnOutput(

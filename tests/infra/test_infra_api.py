@@ -22,7 +22,9 @@ FILES = "Files"
 FINE_TUNING = "FineTuning"
 WEBHOOKS = "Webhooks"
 BATCHES = "Batches"
-BUFFERED = (INFERENCE, KEYS, MODELS, USAGE, CONVERSATIONS, FILES, FINE_TUNING, WEBHOOKS, BATCHES)
+BUFFERED = (INFERENCE, KEYS, MODELS, USAGE, CONVERSATIONS, FINE_TUNING, WEBHOOKS, BATCHES)
+# Behind the Lambda Web Adapter: completions (SSE) and files (downloads of any size).
+STREAMED = (COMPLETIONS, FILES)
 # Functions without routes: the queue workers (training, webhooks, batches, settlements).
 WORKERS = 4
 EXPECTED_ROUTES: dict[tuple[str, str], str] = {
@@ -165,7 +167,7 @@ def test_function_defaults(stacks: GantryApp, family: str) -> None:
     assert props["MemorySize"] == 1024
     assert props["TracingConfig"] == {"Mode": "Active"}
     assert "LogGroup" in props["LoggingConfig"]
-    if family != COMPLETIONS:
+    if family not in STREAMED:
         assert props["Handler"] == "handler.handler"
         assert props["Timeout"] == 29
 
@@ -357,8 +359,9 @@ def test_the_api_routes_exactly_the_app_routes() -> None:
 # Streaming
 
 
-def test_completions_stream_through_the_web_adapter(stacks: GantryApp) -> None:
-    function_id = _function_ids(stacks)[COMPLETIONS]
+@pytest.mark.parametrize("family", STREAMED)
+def test_streaming_functions_run_behind_the_web_adapter(stacks: GantryApp, family: str) -> None:
+    function_id = _function_ids(stacks)[family]
     props = stacks.api_resources("AWS::Lambda::Function")[function_id]["Properties"]
     assert props["Handler"] == "run.sh"
     assert props["Timeout"] == 900
@@ -371,8 +374,8 @@ def test_completions_stream_through_the_web_adapter(stacks: GantryApp) -> None:
     assert "LambdaAdapterLayerArm64" in json.dumps(adapter)
 
 
-@pytest.mark.parametrize("route", [r for r, f in EXPECTED_ROUTES.items() if f == COMPLETIONS])
-def test_completion_routes_stream(stacks: GantryApp, route: tuple[str, str]) -> None:
+@pytest.mark.parametrize("route", [r for r, f in EXPECTED_ROUTES.items() if f in STREAMED])
+def test_streaming_functions_routes_stream(stacks: GantryApp, route: tuple[str, str]) -> None:
     integration = _routes(stacks)[route]["Integration"]
     assert integration["ResponseTransferMode"] == "STREAM"
     assert integration["TimeoutInMillis"] == 900_000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,6 +19,11 @@ class BlobStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
 
     def get(self, key: str) -> bytes: ...
+
+    def stream(self, key: str) -> Iterator[bytes]:
+        """The object's bytes in parts, opened before the first part is asked for (so a
+        missing or unreadable object fails here, not half-way through a response)."""
+        ...
 
     def exists(self, key: str) -> bool: ...
 

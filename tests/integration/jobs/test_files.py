@@ -3,15 +3,24 @@ download, deletion and owner scoping."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
+import httpx
 import pytest
+from botocore.stub import Stubber
 from fastapi.testclient import TestClient
+from starlette.types import Message
 
+from gantry.adapters.s3_blobs import STREAM_PART_BYTES
+from gantry.domain.files import FileObject, new_file_id
 from gantry.http.app import create_app
+from gantry.local.server import BackgroundServer
+from gantry.runtime import Runtime
 from tests.conftest import Keys, assert_error
-from tests.integration.jobs.conftest import chat_examples, jsonl, upload
+from tests.integration.jobs.conftest import JOBS_ORG, chat_examples, jsonl, upload
 
 FILES = "/v1/files"
 
@@ -161,3 +170,98 @@ def test_uploaded_content_is_stored_in_s3(api: TestClient, settings: Any) -> Non
     stored = client("s3", settings).get_object(Bucket=settings.files_bucket, Key=key)
     assert stored["Body"].read() == chat_examples()
     assert json.loads(chat_examples().splitlines()[0])["messages"]
+
+
+def _stored_output(runtime: Runtime, size: int) -> tuple[FileObject, bytes]:
+    """A batch output file of about `size` bytes, stored as the batch worker stores one
+    (uploads are capped far lower than the files a batch may write)."""
+    line = json.dumps({"custom_id": "x", "response": {"body": "y" * 1000}}).encode() + b"\n"
+    data = line * (size // len(line) + 1)
+    file = FileObject(
+        id=new_file_id(),
+        org_id=JOBS_ORG,
+        purpose="batch_output",
+        filename="batch_output.jsonl",
+        bytes=len(data),
+        created_at=time.time(),
+        lines=data.count(b"\n"),
+    )
+    return runtime.jobs.files.store(file, data), data
+
+
+async def _download(path: str, key: str) -> tuple[dict[str, str], list[bytes]]:
+    """GET `path` through the ASGI app, keeping each body message the app sends."""
+    sent: list[Message] = []
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"authorization", f"Bearer {key}".encode()), (b"host", b"test")],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+    }
+
+    requested = False
+    never = asyncio.Event()
+
+    async def receive() -> Message:
+        nonlocal requested
+        if requested:  # the client stays until the response ends
+            await never.wait()
+        requested = True
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await create_app(["files"])(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 200
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    return headers, [m.get("body", b"") for m in sent if m["type"] == "http.response.body"]
+
+
+def test_a_large_file_downloads_in_parts(runtime: Runtime, admin_key: str) -> None:
+    """Never whole in memory: a 3 MB file leaves in 256 KiB parts, with its length up front
+    (in AWS the route streams, so a file may be larger than a Lambda response)."""
+    file, data = _stored_output(runtime, 3 * 1024 * 1024)
+    headers, parts = asyncio.run(_download(f"{FILES}/{file.id}/content", admin_key))
+    assert headers["content-length"] == str(len(data))
+    assert headers["content-type"].startswith("application/jsonl")
+    assert b"".join(parts) == data
+    assert max(len(part) for part in parts) == STREAM_PART_BYTES
+    assert len([part for part in parts if part]) == -(-len(data) // STREAM_PART_BYTES)
+
+
+def test_a_large_file_downloads_through_the_local_server_compressed(
+    runtime: Runtime, admin_key: str
+) -> None:
+    file, data = _stored_output(runtime, 2 * 1024 * 1024)
+    with BackgroundServer(runtime=runtime) as server:
+        url = f"{server.base_url}{FILES}/{file.id}/content"
+        plain = httpx.get(url, headers={**bearer(admin_key), "Accept-Encoding": "identity"})
+        gzipped = httpx.get(url, headers={**bearer(admin_key), "Accept-Encoding": "gzip"})
+    assert plain.status_code == 200 and plain.content == data
+    assert plain.headers["content-length"] == str(len(data))
+    assert gzipped.headers["content-encoding"] == "gzip"
+    assert gzipped.content == data  # httpx decodes it
+    assert gzipped.num_bytes_downloaded < len(data) // 10
+    assert "content-length" not in gzipped.headers  # compressed as it streams
+
+
+def test_storage_down_before_a_download_is_a_503(
+    runtime: Runtime, api: TestClient, admin_key: str
+) -> None:
+    file, _ = _stored_output(runtime, 1000)
+    with Stubber(runtime.jobs.blobs._client) as stub:
+        stub.add_client_error("get_object", "SlowDown", "Please reduce your request rate.", 503)
+        response = api.get(f"{FILES}/{file.id}/content", headers=bearer(admin_key))
+    error = assert_error(response, 503, "service_unavailable")
+    assert error["details"] == {"subsystem": "storage"}
+    assert response.headers["retry-after"] == "1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -9,7 +10,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from gantry.domain.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
+    from botocore.response import StreamingBody
     from mypy_boto3_s3 import S3Client
+
+# Parts of a streamed download: large enough to keep the per-part overhead small, small
+# enough that a download holds little memory.
+STREAM_PART_BYTES = 256 * 1024
 
 
 def _unavailable(exc: Exception) -> ServiceUnavailable:
@@ -41,6 +47,13 @@ class S3BlobStore:
         except (BotoCoreError, ClientError) as exc:
             raise _unavailable(exc) from exc
 
+    def stream(self, key: str) -> Iterator[bytes]:
+        try:
+            body = self._client.get_object(Bucket=self._bucket, Key=key)["Body"]
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable(exc) from exc
+        return _parts(body)
+
     def exists(self, key: str) -> bool:
         try:
             self._client.head_object(Bucket=self._bucket, Key=key)
@@ -60,3 +73,10 @@ class S3BlobStore:
 
     def uri(self, key: str) -> str:
         return f"s3://{self._bucket}/{key}"
+
+
+def _parts(body: StreamingBody) -> Iterator[bytes]:
+    try:
+        yield from body.iter_chunks(STREAM_PART_BYTES)
+    finally:
+        body.close()

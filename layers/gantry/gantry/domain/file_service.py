@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from gantry.domain.errors import InvalidRequest, NotFound, PayloadTooLarge
 from gantry.domain.files import (
     FileObject,
@@ -66,9 +68,10 @@ class FileService:
     def get(self, org_id: str, file_id: str, param: str = "file_id") -> FileObject:
         return self._owned(org_id, file_id, param)[0]
 
-    def content(self, org_id: str, file_id: str) -> tuple[FileObject, bytes]:
+    def content(self, org_id: str, file_id: str) -> tuple[FileObject, Iterator[bytes]]:
+        """The file and its bytes in parts: a download never holds the whole file."""
         file, key = self._owned(org_id, file_id, "file_id")
-        return file, self._blobs.get(key)
+        return file, self._blobs.stream(key)
 
     def read(self, file_id: str) -> tuple[FileObject, bytes] | None:
         """Any organization's file (the workers act for the owner of the job)."""

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.routing import APIRoute
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from gantry.domain.errors import UnsupportedMediaType
 from gantry.domain.files import PURPOSES
@@ -113,10 +113,15 @@ def delete_file(file_id: str, principal: FilesWriter, rt: CurrentRuntime) -> Res
     response_class=Response,
 )
 def file_content(file_id: str, principal: FilesReader, rt: CurrentRuntime) -> Response:
-    file, data = rt.jobs.files.content(principal.org_id, file_id)
+    file, parts = rt.jobs.files.content(principal.org_id, file_id)
     media = "text/csv" if file.filename.endswith(".csv") else "application/jsonl"
-    return Response(
-        content=data,
+    # Streamed: in AWS this route is a streaming integration, so no file is too large to
+    # download (a buffered Lambda response stops at 6 MB).
+    return StreamingResponse(
+        parts,
         media_type=media,
-        headers={"content-disposition": f'attachment; filename="{file.filename}"'},
+        headers={
+            "content-disposition": f'attachment; filename="{file.filename}"',
+            "content-length": str(file.bytes),
+        },
     )
