@@ -149,9 +149,16 @@ class GantryBatches(Construct):
             **common,
         )
         # Input files are read from files/, chunk results kept under batches/ until the
-        # output and error files are written to files/.
-        for prefix in (FILES_PREFIX, BATCH_PREFIX):
-            allow_objects(self.worker.role, bucket, prefix, "s3:GetObject", "s3:PutObject")
+        # output and error files are written to files/ (in parts, when they are large).
+        allow_objects(self.worker.role, bucket, BATCH_PREFIX, "s3:GetObject", "s3:PutObject")
+        allow_objects(
+            self.worker.role,
+            bucket,
+            FILES_PREFIX,
+            "s3:GetObject",
+            "s3:PutObject",
+            "s3:AbortMultipartUpload",
+        )
         acknowledge_objects(self.worker.role, FILES_PREFIX, BATCH_PREFIX)
         machine.grant_task_response(self.worker.role)
         # A chunk that would outlive the invocation continues in a new message.

@@ -285,7 +285,7 @@ def test_the_worker_runs_lines_and_answers_its_tasks(stacks: GantryApp) -> None:
     statements = role_statements(stacks, batches.worker.role)
     assert table_access(statements) == WORKER_TABLES
     assert _object_grants(statements) == {
-        "files/": {"s3:GetObject", "s3:PutObject"},
+        "files/": {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"},
         "batches/": {"s3:GetObject", "s3:PutObject"},
         "fine-tuning/": {"s3:GetObject"},  # fine-tuned models a line may name
     }

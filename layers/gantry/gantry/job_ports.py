@@ -13,12 +13,26 @@ from gantry.domain.registry import ModelSpec
 from gantry.domain.webhooks import Delivery, Target, WebhookEndpoint
 
 
+class BlobWriter(Protocol):
+    """An object written in parts; nobody sees it before `close`."""
+
+    size: int
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class BlobStore(Protocol):
     """File contents (S3)."""
 
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
 
     def get(self, key: str) -> bytes: ...
+
+    def writer(self, key: str, content_type: str) -> BlobWriter: ...
 
     def stream(self, key: str) -> Iterator[bytes]:
         """The object's bytes in parts, opened before the first part is asked for (so a

@@ -10,8 +10,10 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
+from gantry.adapters.s3_blobs import S3ObjectWriter
 from gantry.adapters.sqs_queue import Received
 from gantry.domain.batch_service import BatchWorker, input_key
 from gantry.domain.batches import (
@@ -22,6 +24,7 @@ from gantry.domain.batches import (
     read_lines,
     write_lines,
 )
+from gantry.domain.errors import ServiceUnavailable
 from gantry.domain.keys import parse_api_key
 from gantry.lambda_workers import batches as batch_lambda
 from gantry.local.invoke import LocalContext
@@ -352,7 +355,7 @@ def test_a_finalize_delivered_again_after_the_batch_ended_answers_again(
 
 
 def test_a_failed_run_still_finalizes_what_ran(
-    app_client: TestClient, keys: Keys, runtime: Runtime
+    app_client: TestClient, keys: Keys, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app_client.headers["Authorization"] = f"Bearer {keys.create(org_id='org-batch-broken')}"
     source = upload(app_client, jsonl([echo_line(i) for i in range(60)]), purpose="batch")
@@ -376,7 +379,22 @@ def test_a_failed_run_still_finalizes_what_ran(
                 else:  # (Step Functions stops the other iterations; the emulator does not)
                     batch_lambda(sqs_event([message]), CONTEXT)
             queue.delete(message.receipt)  # as the event source mapping does
-    batch_lambda(sqs_event(final), CONTEXT)
+
+    # Storage fails as the error file is closed: the message stays, to come again.
+    closes: list[str] = []
+    close = S3ObjectWriter.close
+
+    def close_fails_once(writer: S3ObjectWriter) -> None:
+        closes.append("close")
+        if len(closes) == 2:
+            raise ServiceUnavailable("storage is down", details={"subsystem": "storage"})
+        close(writer)
+
+    monkeypatch.setattr(S3ObjectWriter, "close", close_fails_once)
+    assert batch_lambda(sqs_event(final), CONTEXT)["batchItemFailures"]
+    stuck = app_client.get(f"{BATCHES}/{batch['id']}").json()
+    assert stuck["status"] == "finalizing" and stuck["error_file_id"] is None
+    assert batch_lambda(sqs_event(final), CONTEXT)["batchItemFailures"] == []
     done = app_client.get(f"{BATCHES}/{batch['id']}").json()
     assert done["status"] == "failed", done
     assert done["errors"]["data"][0]["code"] == "batch_failed"

@@ -471,22 +471,29 @@ class BatchWorker:
         now = self._clock.now()
         self._batches.transition(batch.id, (IN_PROGRESS,), FINALIZING, {"finalizing_at": now})
         current = self._batches.get_batch(batch.id) or batch
-        outputs: list[str] = []
-        errors: list[str] = []
-        for index in range(current.chunk_count):
-            key = chunk_key(batch.id, index)
-            if run_failure is not None and not self._batches.chunk_recorded(batch.id, index):
-                part = self._never_ran(current, index)
-            else:
-                # Every chunk recorded its results before the Map let this step start.
-                part = json.loads(self._blobs.get(key))
-            outputs.extend(json.dumps(o, separators=(",", ":")) for o in part["output"])
-            errors.extend(json.dumps(e, separators=(",", ":")) for e in part["errors"])
+        outputs = self._files.line_writer(self._result_file(current, "output"))
+        errors = self._files.line_writer(self._result_file(current, "errors"))
+        try:
+            for index in range(current.chunk_count):
+                if run_failure is not None and not self._batches.chunk_recorded(batch.id, index):
+                    part = self._never_ran(current, index)
+                else:
+                    # Every chunk recorded its results before the Map let this step start.
+                    part = json.loads(self._blobs.get(chunk_key(batch.id, index)))
+                for row in part["output"]:
+                    outputs.write(json.dumps(row, separators=(",", ":")))
+                for row in part["errors"]:
+                    errors.write(json.dumps(row, separators=(",", ":")))
+            output_file, error_file = outputs.finish(), errors.finish()
+        except BaseException:
+            outputs.abort()
+            errors.abort()
+            raise
         fields: dict[str, Any] = {}
-        if outputs:
-            fields["output_file_id"] = self._result_file(current, "output", outputs).id
-        if errors:
-            fields["error_file_id"] = self._result_file(current, "errors", errors).id
+        if output_file is not None:
+            fields["output_file_id"] = output_file.id
+        if error_file is not None:
+            fields["error_file_id"] = error_file.id
         unrun = self._batches.unrun_lines(batch.id)
         status = final_status(current, unrun, run_failed=run_failure is not None)
         fields[f"{status}_at"] = self._clock.now()
@@ -500,27 +507,30 @@ class BatchWorker:
 
     def _never_ran(self, batch: Batch, index: int) -> dict[str, Any]:
         """A chunk the failed run never recorded: its lines go to the error file, counted
-        as failed once (a late worker's own record of the chunk is then refused)."""
+        as failed once (a late worker's own record of the chunk is then refused). Its
+        results are stored first, like a chunk that ran, so a Finalize that fails after
+        this and runs again reads them back."""
         lines = self._chunk_lines(batch, index)
         rows = [unrun_line(line, request_id(batch.id, line.line), FAILED_LINE) for line in lines]
+        part: dict[str, Any] = {"output": [], "errors": rows}
+        encoded = json.dumps(part, separators=(",", ":")).encode()
+        self._blobs.put(chunk_key(batch.id, index), encoded, "application/json")
         self._batches.record_chunk(batch.id, index, RequestCounts(0, 0, len(rows)), 0)
-        return {"output": [], "errors": rows}
+        return part
 
     def _chunk_lines(self, batch: Batch, index: int) -> list[BatchLine]:
         return read_chunk(self._blobs.get(input_key(batch.id, index)))
 
-    def _result_file(self, batch: Batch, kind: str, lines: list[str]) -> FileObject:
-        data = ("\n".join(lines) + "\n").encode()
-        file = FileObject(
+    def _result_file(self, batch: Batch, kind: str) -> FileObject:
+        """The output or error file's metadata; its size and lines come as it is written."""
+        return FileObject(
             id=result_file_id(batch.id, kind),
             org_id=batch.org_id,
             purpose=BATCH_OUTPUT,
             filename=f"{batch.id}_{kind}.jsonl",
-            bytes=len(data),
+            bytes=0,
             created_at=self._clock.now(),
-            lines=len(lines),
         )
-        return self._files.store(file, data)
 
 
 @dataclass

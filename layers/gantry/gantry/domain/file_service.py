@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 from gantry.domain.errors import InvalidRequest, NotFound, PayloadTooLarge
 from gantry.domain.files import (
@@ -13,7 +14,7 @@ from gantry.domain.files import (
     validate_jsonl,
     validate_purpose,
 )
-from gantry.job_ports import BlobStore, FileIndex
+from gantry.job_ports import BlobStore, BlobWriter, FileIndex
 from gantry.ports import Clock
 
 JSONL_TYPE = "application/jsonl"
@@ -61,9 +62,15 @@ class FileService:
     def store(self, file: FileObject, data: bytes) -> FileObject:
         """Write the contents, then the metadata that makes the file visible."""
         key = content_key(file.org_id, file.id)
-        self._blobs.put(key, data, JSONL_TYPE if file.filename.endswith(".jsonl") else "text/csv")
+        self._blobs.put(key, data, _media_type(file))
         self._index.put_file(file, key)
         return file
+
+    def line_writer(self, file: FileObject) -> LineWriter:
+        """A JSONL file written a line at a time (for files too large to hold in memory);
+        `file`'s size and line count are filled in when it is finished."""
+        key = content_key(file.org_id, file.id)
+        return LineWriter(self._index, file, key, self._blobs.writer(key, _media_type(file)))
 
     def get(self, org_id: str, file_id: str, param: str = "file_id") -> FileObject:
         return self._owned(org_id, file_id, param)[0]
@@ -100,3 +107,33 @@ class FileService:
         if found is None or found[0].org_id != org_id:
             raise NotFound(f"No file with id '{file_id}'.", code="not_found", param=param)
         return found
+
+
+def _media_type(file: FileObject) -> str:
+    return JSONL_TYPE if file.filename.endswith(".jsonl") else "text/csv"
+
+
+class LineWriter:
+    def __init__(self, index: FileIndex, file: FileObject, key: str, blob: BlobWriter) -> None:
+        self._index = index
+        self._file = file
+        self._key = key
+        self._blob = blob
+        self.lines = 0
+
+    def write(self, line: str) -> None:
+        self._blob.write(line.encode() + b"\n")
+        self.lines += 1
+
+    def finish(self) -> FileObject | None:
+        """Store the contents, then the metadata that makes the file visible; None (and
+        nothing stored) when no line was written."""
+        if self.lines == 0:
+            return None
+        self._blob.close()
+        file = replace(self._file, bytes=self._blob.size, lines=self.lines)
+        self._index.put_file(file, self._key)
+        return file
+
+    def abort(self) -> None:
+        self._blob.abort()
