@@ -175,6 +175,11 @@ class Workflow(Protocol):
     def stop(self, execution_id: str, error: str, cause: str) -> None: ...
 
 
+# What a workflow step returns when it goes on in a new queue message: its task token is
+# answered there, not now.
+CONTINUED: dict[str, Any] = {"continued": True}
+
+
 class TaskCallbacks(Protocol):
     """Answers to a state machine waiting on a task token. Each returns False when the
     task no longer waits (the execution was stopped, or the task timed out)."""
@@ -215,8 +220,10 @@ class Trainer(Protocol):
         n_epochs: int,
         learning_rate_multiplier: float,
         progress: Progress,
+        first_epoch: int = 1,
     ) -> TrainedModel | None:
-        """None if `progress` asked to stop."""
+        """None if `progress` asked to stop. Epochs before `first_epoch` ran in an earlier
+        invocation: training picks up where it stopped."""
         ...
 
     def evaluate(

@@ -157,6 +157,7 @@ class JobComponents:
             trainers=self.trainers,
             callbacks=self.callbacks,
             clock=self.runtime.clock,
+            queue=self.training_queue,
         )
 
     @cached_property

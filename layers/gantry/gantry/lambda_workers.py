@@ -37,8 +37,14 @@ def _callback_steps(
 
 
 def training(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """The fine-tuning state machine's steps: validate, train, evaluate."""
-    return _callback_steps(event, get_runtime().jobs.worker.handle)
+    """The fine-tuning state machine's steps: validate, train, evaluate. Training that
+    would outlive the invocation continues in a new message."""
+    worker = get_runtime().jobs.worker
+
+    def handle(body: dict[str, Any], keepalive: Callable[[], bool]) -> None:
+        worker.handle(body, keepalive, _seconds_left(context))
+
+    return _callback_steps(event, handle)
 
 
 def batches(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -46,13 +52,14 @@ def batches(event: dict[str, Any], context: Any) -> dict[str, Any]:
     that would outlive the invocation continues in a new message."""
     worker = get_runtime().jobs.batch_worker
 
-    def seconds_left() -> float:
-        return float(context.get_remaining_time_in_millis()) / 1000
-
     def handle(body: dict[str, Any], keepalive: Callable[[], bool]) -> None:
-        worker.handle(body, keepalive, seconds_left)
+        worker.handle(body, keepalive, _seconds_left(context))
 
     return _callback_steps(event, handle)
+
+
+def _seconds_left(context: Any) -> Callable[[], float]:
+    return lambda: float(context.get_remaining_time_in_millis()) / 1000
 
 
 def webhooks(event: dict[str, Any], context: Any) -> dict[str, Any]:

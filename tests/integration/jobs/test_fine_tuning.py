@@ -12,7 +12,10 @@ from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 
 from gantry.adapters.aws import client
+from gantry.adapters.sqs_queue import Received
 from gantry.config import Settings
+from gantry.lambda_workers import training
+from gantry.local.invoke import LocalContext
 from gantry.local.workers import Workers
 from gantry.runtime import Runtime, set_runtime
 from tests.conftest import Keys, assert_error
@@ -26,6 +29,7 @@ from tests.integration.jobs.conftest import (
     wait_for_status,
     wait_until,
 )
+from tests.integration.jobs.test_lambda_workers import sqs_event
 
 JOBS = "/v1/fine_tuning/jobs"
 FINAL = ("succeeded", "failed", "cancelled")
@@ -406,3 +410,58 @@ def test_bad_job_parameters_are_400(
 def test_unknown_job_is_404(api: TestClient) -> None:
     assert_error(api.get(f"{JOBS}/ftjob-doesnotexist1"), 404, "not_found")
     assert_error(api.post(f"{JOBS}/ftjob-doesnotexist1/cancel"), 404, "not_found")
+
+
+def next_training_step(runtime: Runtime, job_id: str) -> list[Received]:
+    """The training queue's next message for this job (others go back at once)."""
+    queue = runtime.jobs.training_queue
+
+    def found() -> list[Received]:
+        mine = []
+        for message in queue.receive(0, 30, 10):
+            if message.body.get("job_id") == job_id:
+                mine.append(message)
+            else:
+                queue.retry_after(message.receipt, 0)
+        return mine
+
+    messages: list[Received] = wait_until(found, timeout=30)
+    return messages
+
+
+def test_training_that_would_outlive_its_invocation_continues_in_a_new_one(
+    api: TestClient, runtime: Runtime
+) -> None:
+    """Lambda stops a worker at 15 minutes: with too little time left for another epoch,
+    the worker hands the remaining epochs to a new message with the same task token, and
+    the job still succeeds through the real state machine, each epoch run once."""
+    epochs = 3
+    training_file = upload(api, chat_examples())
+    job = create_job(api, training_file["id"], hyperparameters={"n_epochs": epochs})
+    # Less than the margin a worker keeps: each invocation runs one epoch (at least one).
+    short = LocalContext("gantry-training_worker", remaining_millis=59_000)
+    steps: list[tuple[str, int | None]] = []
+    while not steps or steps[-1][0] != "evaluate":
+        messages = next_training_step(runtime, job["id"])
+        for message in messages:
+            steps.append((message.body["step"], message.body.get("from_epoch")))
+        assert training(sqs_event(messages), short) == {"batchItemFailures": []}
+        for message in messages:
+            runtime.jobs.training_queue.delete(message.receipt)
+
+    final = wait_for_status(api, job["id"], FINAL)
+    assert steps == [
+        ("validate", None),
+        ("train", None),
+        ("train", 2),
+        ("train", 3),
+        ("evaluate", None),
+    ]
+    assert final["status"] == "succeeded", final
+    assert final["fine_tuned_model"]
+    events = api.get(f"{JOBS}/{job['id']}/events", params={"limit": 100}).json()["data"]
+    metrics = [e["data"]["step"] for e in events if e["type"] == "metrics"]
+    assert sorted(metrics) == [1, 2, 3]
+    started = [e for e in events if e["message"] == "Fine-tuning job started"]
+    assert len(started) == 1
+    assert final["trained_tokens"] > 0

@@ -25,6 +25,7 @@ class BedrockCustomization:
         n_epochs: int,
         learning_rate_multiplier: float,
         progress: Progress,
+        first_epoch: int = 1,
     ) -> TrainedModel | None:
         raise InvalidRequest(
             f"The model '{base.id}' is trained by Bedrock itself, not by Gantry's workers.",

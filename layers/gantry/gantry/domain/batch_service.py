@@ -57,6 +57,7 @@ from gantry.domain.files import BATCH, BATCH_OUTPUT, FileObject
 from gantry.domain.keys import Principal
 from gantry.domain.metadata import validate_metadata
 from gantry.job_ports import (
+    CONTINUED,
     BatchStore,
     BlobStore,
     LineRunner,
@@ -129,10 +130,6 @@ EXPIRED_RESULT = LineResult(0, "", {})
 def progress_key(batch_id: str, index: int) -> str:
     """Where a chunk that ran out of time keeps the results of the lines it ran."""
     return f"batches/{batch_id}/chunks/{index:06d}.progress.json"
-
-
-# The answer of a step that continues in another message: the task token is not answered.
-CONTINUED: dict[str, Any] = {"continued": True}
 
 
 def result_file_id(batch_id: str, kind: str) -> str:

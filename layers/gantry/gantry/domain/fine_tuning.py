@@ -46,6 +46,7 @@ from gantry.domain.jobs import (
 from gantry.domain.metadata import validate_metadata
 from gantry.domain.registry import ModelSpec, Registry
 from gantry.job_ports import (
+    CONTINUED,
     BlobStore,
     JobStore,
     MessageQueue,
@@ -60,6 +61,9 @@ logger = logging.getLogger("gantry.jobs")
 BEDROCK = "bedrock"
 HELD_OUT_SHARE = 0.2
 BEDROCK_BASE_LEARNING_RATE = 0.00001
+# What a training invocation keeps in hand after its last epoch (saving the model, answering
+# the task) before it hands the rest of the epochs to a new invocation.
+CONTINUE_MARGIN_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -378,7 +382,9 @@ class FineTuningWorker:
     """Runs one step of a job for the state machine and answers its task token.
 
     `keepalive` is called between epochs: it heartbeats the task (and extends the queue
-    message) and returns False once the task no longer waits (cancelled, timed out).
+    message) and returns False once the task no longer waits (cancelled, timed out). When
+    the invocation would end before another epoch (`seconds_left`), training stops after
+    the epoch it finished and continues in a new message with the same task token.
     Transient failures raise, so the queue delivers the message again; bad data fails the
     job through the token with a JSON cause the workflow records as the job's error.
     """
@@ -393,6 +399,7 @@ class FineTuningWorker:
         trainers: Mapping[str, Trainer],
         callbacks: TaskCallbacks,
         clock: Clock,
+        queue: MessageQueue,
     ) -> None:
         self._jobs = jobs
         self._files = files
@@ -401,8 +408,14 @@ class FineTuningWorker:
         self._trainers = trainers
         self._callbacks = callbacks
         self._clock = clock
+        self._queue = queue
 
-    def handle(self, message: Mapping[str, Any], keepalive: Callable[[], bool]) -> None:
+    def handle(
+        self,
+        message: Mapping[str, Any],
+        keepalive: Callable[[], bool],
+        seconds_left: Callable[[], float] | None = None,
+    ) -> None:
         step = str(message.get("step"))
         token = str(message["task_token"])
         job = self._jobs.get_job(str(message.get("job_id")))
@@ -413,7 +426,7 @@ class FineTuningWorker:
             if step == "validate":
                 output: dict[str, Any] | None = self.validate(job)
             elif step == "train":
-                output = self.train(job, lambda: keepalive() and self._still_active(job.id))
+                output = self.train(job, self._alive(job.id, keepalive), seconds_left, message)
             elif step == "evaluate":
                 output = self.evaluate(job)
             else:
@@ -428,8 +441,11 @@ class FineTuningWorker:
         if output is None:
             # Cancelled mid-step: the execution is being stopped; say so in case it waits.
             self._callbacks.fail(token, "Job.Cancelled", json.dumps({"message": "cancelled"}))
-        else:
+        elif output is not CONTINUED:
             self._callbacks.succeed(token, output)
+
+    def _alive(self, job_id: str, keepalive: Callable[[], bool]) -> Callable[[], bool]:
+        return lambda: keepalive() and self._still_active(job_id)
 
     def _still_active(self, job_id: str) -> bool:
         job = self._jobs.get_job(job_id)
@@ -472,18 +488,30 @@ class FineTuningWorker:
         self._add_event(job, "Files validated, moving job to queued state")
         return {"examples": len(train), "held_out": len(held_out)}
 
-    def train(self, job: FineTuningJob, keepalive: Callable[[], bool]) -> dict[str, Any] | None:
+    def train(
+        self,
+        job: FineTuningJob,
+        keepalive: Callable[[], bool],
+        seconds_left: Callable[[], float] | None = None,
+        message: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
         base, trainer = self._trainer(job)
         started = job.started_at or self._clock.now()
         if not self._jobs.transition(job.id, (QUEUED, RUNNING), RUNNING, {"started_at": started}):
             return None
-        self._add_event(job, "Fine-tuning job started")
+        first = int((message or {}).get("from_epoch") or 1)
+        if first == 1:
+            self._add_event(job, "Fine-tuning job started")
         train, _ = self._data(job)
         epochs = job.hyperparameters.n_epochs
-        began = self._clock.monotonic()
+        began = last = self._clock.monotonic()
+        resume_at: int | None = None
 
         def progress(epoch: int, metrics: Mapping[str, float]) -> bool:
-            per_epoch = (self._clock.monotonic() - began) / epoch
+            nonlocal last, resume_at
+            now = self._clock.monotonic()
+            took, last = now - last, now
+            per_epoch = (now - began) / (epoch - first + 1)
             finish = self._clock.now() + per_epoch * (epochs - epoch)
             self._jobs.set_fields(job.id, {"estimated_finish": finish})
             self._add_event(
@@ -492,11 +520,23 @@ class FineTuningWorker:
                 type="metrics",
                 data={"step": epoch, "total_steps": epochs, **metrics},
             )
-            return keepalive()
+            if not keepalive():
+                return False
+            if (
+                epoch < epochs
+                and seconds_left is not None
+                and seconds_left() < 2 * took + CONTINUE_MARGIN_SECONDS
+            ):
+                resume_at = epoch + 1
+                return False
+            return True
 
-        trained = trainer.train(
-            base, train, epochs, job.hyperparameters.learning_rate_multiplier, progress
-        )
+        rate = job.hyperparameters.learning_rate_multiplier
+        trained = trainer.train(base, train, epochs, rate, progress, first_epoch=first)
+        if trained is None and resume_at is not None:
+            # This invocation would end before the next epoch does: go on in a new one.
+            self._queue.send({**(message or {}), "from_epoch": resume_at})
+            return CONTINUED
         if trained is None:
             return None
         key = f"fine-tuning/{job.id}/model.json"

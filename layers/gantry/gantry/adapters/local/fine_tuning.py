@@ -33,6 +33,7 @@ from gantry.job_ports import Progress, TrainedModel
 
 EPOCH_WEIGHT = 2.0
 LOSS_SAMPLE = 64  # examples the per-epoch training loss is measured on
+ACCURACY_SAMPLE = 512  # examples the per-epoch training accuracy is measured on
 
 
 def render(example: Example) -> str:
@@ -90,15 +91,17 @@ class LocalTrainer:
         n_epochs: int,
         learning_rate_multiplier: float,
         progress: Progress,
+        first_epoch: int = 1,
     ) -> TrainedModel | None:
+        # Epoch k's model depends on k alone, so training resumes at any epoch.
         if base.provider_model_id == CLASSIFIER:
-            return self._train_classifier(examples, n_epochs, progress)
+            return self._train_classifier(examples, n_epochs, progress, first_epoch)
         texts = [render(e) for e in examples]
         tokens = sum(tokenizer.count(t) for t in texts)
         start = language_model.base_model()
         sample = texts[:LOSS_SAMPLE]
         weight = 0.0
-        for epoch in range(1, n_epochs + 1):
+        for epoch in range(first_epoch, n_epochs + 1):
             weight = epoch * learning_rate_multiplier * EPOCH_WEIGHT
             model = start.with_extra_texts(texts, weight)
             if not progress(epoch, {"train_loss": mean_loss(model, sample)}):
@@ -108,22 +111,23 @@ class LocalTrainer:
         return TrainedModel(_dump(artifact), tokens * n_epochs, final)
 
     def _train_classifier(
-        self, examples: Sequence[Example], n_epochs: int, progress: Progress
+        self, examples: Sequence[Example], n_epochs: int, progress: Progress, first_epoch: int
     ) -> TrainedModel | None:
         groups = _by_label(examples)
         labels = sorted(groups)
         start = classifier.base_model()
         learned: dict[str, list[str]] = {}
-        for epoch in range(1, n_epochs + 1):
+        sample = examples[:: -(-len(examples) // ACCURACY_SAMPLE) or 1]  # spread over the file
+        for epoch in range(first_epoch, n_epochs + 1):
             learned = {
                 label: texts[: max(1, math.ceil(len(texts) * epoch / n_epochs))]
                 for label, texts in groups.items()
             }
             model = start.with_examples(learned)
-            if not progress(epoch, {"train_accuracy": accuracy(model, examples, labels)}):
+            if not progress(epoch, {"train_accuracy": accuracy(model, sample, labels)}):
                 return None
         tokens = sum(tokenizer.count(e.text) + tokenizer.count(e.label) for e in examples)
-        final = {"train_accuracy": accuracy(start.with_examples(learned), examples, labels)}
+        final = {"train_accuracy": accuracy(start.with_examples(learned), sample, labels)}
         artifact = {"kind": "classifier", "examples": learned}
         return TrainedModel(_dump(artifact), tokens * n_epochs, final)
 
