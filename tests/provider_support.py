@@ -75,6 +75,6 @@ def wire_remote(
     runtime.__dict__["router"] = ModelRouter(runtime.registry, runtime.providers, resilience)
     remote = Remote(runtime, upstream, wire, resilience, sleeps)
     remote.register(REMOTE_CHAT, "openai")
-    remote.register(REMOTE_EMBED, "openai", hedging={"enabled": True, "delay_ms": 30})
+    remote.register(REMOTE_EMBED, "openai", hedging={"enabled": True, "delay_ms": 300})
     remote.register(BEDROCK_CHAT, "bedrock")
     return remote

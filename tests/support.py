@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gantry.domain.errors import RateLimited
 from gantry.domain.keys import Principal
@@ -105,3 +106,16 @@ class SlowProvider:
         self, model: ModelSpec, messages: Sequence[Message], params: SamplingParams
     ) -> GenerationResult:
         raise NotImplementedError("only streaming is used in these tests")
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1) -> Any:
+    """Poll `check` until it returns something truthy, or fail after `timeout` seconds (for
+    state another thread, process or the state machine writes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)

@@ -198,7 +198,8 @@ def test_a_failure_before_the_first_token_stores_nothing(
 def test_a_stream_holds_the_conversation_until_it_ends(
     http: httpx.Client, runtime: Runtime
 ) -> None:
-    provider = SlowProvider(delay=0.02, tokens=30)
+    # A 2 s pause after the third token holds the stream open for as long as `say` needs.
+    provider = SlowProvider(delay=0.02, tokens=30, pause_after=2, pause=2.0)
     use_slow(runtime, provider)
     service = runtime.conversations
     runtime.__dict__["conversations"] = ConversationService(

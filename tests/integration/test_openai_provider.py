@@ -23,6 +23,7 @@ from gantry.domain.provider_errors import (
 from gantry.domain.registry import ModelSpec
 from gantry.local.upstream import Behaviour, Upstream
 from gantry.ports import ChoiceDone, Message, SamplingParams, TextDelta
+from tests import support
 
 MESSAGES = [Message("system", "Be brief."), Message("user", "tell me about the mountains")]
 PARAMS = SamplingParams(max_tokens=16, temperature=0.5, stop=("END",), seed=3)
@@ -56,10 +57,7 @@ def provider() -> OpenAICompatibleProvider:
 
 
 def wait_until(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
+    support.wait_until(condition, timeout, interval=0.01)
 
 
 # --- answers ---------------------------------------------------------------------------------
@@ -291,8 +289,12 @@ def test_cancelling_a_buffered_call_hangs_up(
 ) -> None:
     upstream.queue(Behaviour(delay=5.0))
     context = CallContext(Deadline.after(10, time.monotonic))
-    timer = threading.Timer(0.2, context.cancel.cancel)
-    timer.start()
+
+    def cancel_once_sent() -> None:
+        wait_until(lambda: upstream.received >= 1)
+        context.cancel.cancel()
+
+    threading.Thread(target=cancel_once_sent, daemon=True).start()
     with call_scope(context), pytest.raises(ProviderUnavailable) as raised:
         provider.chat(model(upstream), MESSAGES, PARAMS)
     assert raised.value.details["reason"] == "cancelled"  # type: ignore[index]

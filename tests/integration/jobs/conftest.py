@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,6 +21,7 @@ from gantry.local.moto_env import LocalAws
 from gantry.local.workers import Workers
 from gantry.runtime import Runtime
 from tests.conftest import Keys
+from tests.support import wait_until as wait_until  # the job tests' polling helper
 
 TEST_SCHEDULE = "0,0,0"
 JOBS_ORG = "org-jobs"  # jobs tests train models; other suites list org-test's models
@@ -212,18 +213,6 @@ def upload(
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1) -> Any:
-    """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 def wait_for_status(

@@ -261,8 +261,13 @@ def test_a_worker_that_never_answers_times_out_after_retries(
         e for e in attempts if '"step": "validate"' in e["taskScheduledEventDetails"]["parameters"]
     ]
     assert len(validate_attempts) == 3  # the first try and two retries
-    events = api.get(f"{JOBS}/{job['id']}/events").json()["data"]
-    assert events[0]["message"] == "The job failed" and events[0]["level"] == "error"
+
+    def failure_event() -> dict[str, Any] | None:
+        # Written by the state after the one that set the status: it may land a bit later.
+        events = api.get(f"{JOBS}/{job['id']}/events").json()["data"]
+        return events[0] if events and events[0]["message"] == "The job failed" else None
+
+    assert wait_until(failure_event, timeout=30)["level"] == "error"
     # Drain the abandoned validate messages so later tests' workers do not meet them.
     queue = runtime.jobs.training_queue
     for message in queue.receive(0, 30, 10):
