@@ -8,10 +8,11 @@ POST /v1/conversations/{id}/messages, which runs the model and may stream; API G
 sends the family's other routes to the buffered conversations function.
 """
 
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from gantry.http.app import create_app
+from gantry.http.request_metrics import RequestMetrics
 
 
-def build() -> FastAPI:
-    return create_app(["completions", "v2", "conversations", "ops"])
+def build() -> ASGIApp:
+    return RequestMetrics(create_app(["completions", "v2", "conversations", "ops"]))

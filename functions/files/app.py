@@ -6,10 +6,11 @@ response may carry), so the app runs under uvicorn behind the AWS Lambda Web Ada
 check.
 """
 
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from gantry.http.app import create_app
+from gantry.http.request_metrics import RequestMetrics
 
 
-def build() -> FastAPI:
-    return create_app(["files", "ops"])
+def build() -> ASGIApp:
+    return RequestMetrics(create_app(["files", "ops"]))
