@@ -157,7 +157,10 @@ Machine: {machine()}.
 key checked against its HMAC; the key cache warm), one uvicorn process, a closed-loop
 keep-alive load generator ({SECONDS:.0f} s per level after 1 s of warm-up). The floor is a
 bare FastAPI app returning a fixed completion body under the same uvicorn settings: the most
-this machine serves for such a route.
+this machine serves for such a route. Both parse HTTP with httptools (uvicorn's C parser, a
+dependency since 2026-11-28); under the pure-Python h11 parser used before, both served
+fewer requests, the floor about half as many, so the ratio to the floor fell while Gantry's
+own requests/s rose.
 
 With metering on, every request is admitted against every limit (one conditional write to
 the organization's quota item) and settled (one transaction: ledger item, two usage
