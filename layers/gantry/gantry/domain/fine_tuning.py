@@ -502,6 +502,8 @@ class FineTuningWorker:
         first = int((message or {}).get("from_epoch") or 1)
         if first == 1:
             self._add_event(job, "Fine-tuning job started")
+        elif not keepalive():  # a heartbeat before the first epoch of a continuation
+            return None
         train, _ = self._data(job)
         epochs = job.hyperparameters.n_epochs
         began = last = self._clock.monotonic()
