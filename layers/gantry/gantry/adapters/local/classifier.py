@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from gantry.adapters.local import embeddings
 from gantry.adapters.local.embeddings import EmbeddingModel
@@ -74,11 +75,15 @@ class ZeroShotClassifier:
         self,
         embedder: EmbeddingModel,
         examples: Mapping[str, Sequence[str]] | None = None,
+        memo: dict[str, _Embedded] | None = None,
     ) -> None:
+        """`memo`, if given, keeps each example's vector and words for every classifier
+        derived from this one (training builds one per epoch from the same examples)."""
         self.embedder = embedder
         self.examples: Mapping[str, tuple[str, ...]] = {
             label: tuple(texts) for label, texts in (examples or {}).items()
         }
+        self._memo = memo
         self._prototypes: dict[str, tuple[tuple[float, ...], frozenset[str]]] = {}
 
     def with_examples(self, examples: Mapping[str, Sequence[str]]) -> ZeroShotClassifier:
@@ -86,7 +91,11 @@ class ZeroShotClassifier:
         merged = {label: list(texts) for label, texts in self.examples.items()}
         for label, texts in examples.items():
             merged.setdefault(label, []).extend(texts)
-        return ZeroShotClassifier(self.embedder, merged)
+        return ZeroShotClassifier(self.embedder, merged, self._memo)
+
+    def remembering(self) -> ZeroShotClassifier:
+        """The same classifier, with a memo of example vectors for those derived from it."""
+        return ZeroShotClassifier(self.embedder, self.examples, {})
 
     def classify(self, text: str, labels: Sequence[str]) -> dict[str, float]:
         """Probability of each label (in the given order), summing to 1."""
@@ -111,24 +120,35 @@ class ZeroShotClassifier:
         return found
 
     def _build_prototype(self, label: str) -> tuple[tuple[float, ...], frozenset[str]]:
-        parts = [(self.embedder.embed(label), 1.0)]
-        texts = [label]
+        parts = [(self._embedded(label), 1.0)]
         hints = _hints(label)
         if hints:
-            parts.append((self.embedder.embed(hints), HINT_WEIGHT))
-            texts.append(hints)
+            parts.append((self._embedded(hints), HINT_WEIGHT))
         examples = self.examples.get(label, ())
         if examples:
             share = EXAMPLE_WEIGHT / len(examples)
-            parts.extend((self.embedder.embed(example), share) for example in examples)
-            texts.extend(examples)
-        total = [0.0] * len(parts[0][0])
-        for vector, weight in parts:
-            for i, x in enumerate(vector):
+            parts.extend((self._embedded(example), share) for example in examples)
+        total = [0.0] * len(parts[0][0].vector)
+        for embedded, weight in parts:
+            for i, x in enumerate(embedded.vector):
                 total[i] += weight * x
         norm = math.sqrt(sum(x * x for x in total)) or 1.0
-        vocabulary = frozenset(s for t in texts for s in content_words(t))
+        vocabulary = frozenset(s for embedded, _ in parts for s in embedded.words)
         return tuple(x / norm for x in total), vocabulary
+
+    def _embedded(self, text: str) -> _Embedded:
+        found = self._memo.get(text) if self._memo is not None else None
+        if found is None:
+            found = _Embedded(self.embedder.embed(text), frozenset(content_words(text)))
+            if self._memo is not None:
+                self._memo[text] = found
+        return found
+
+
+@dataclass(frozen=True)
+class _Embedded:
+    vector: tuple[float, ...]
+    words: frozenset[str]
 
 
 def _hints(label: str) -> str:

@@ -115,7 +115,7 @@ class LocalTrainer:
     ) -> TrainedModel | None:
         groups = _by_label(examples)
         labels = sorted(groups)
-        start = classifier.base_model()
+        start = classifier.base_model().remembering()  # each epoch reuses the vectors
         learned: dict[str, list[str]] = {}
         sample = examples[:: -(-len(examples) // ACCURACY_SAMPLE) or 1]  # spread over the file
         for epoch in range(first_epoch, n_epochs + 1):
