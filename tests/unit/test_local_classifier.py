@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from importlib import resources
 
 import pytest
@@ -83,3 +84,33 @@ def test_provider_rejects_bad_labels(labels: list[str]) -> None:
     with pytest.raises(InvalidRequest) as caught:
         LocalProvider().classify(CLASSIFY, ["x"], labels)
     assert caught.value.param == "labels"
+
+
+def test_training_embeds_each_example_once_and_answers_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fine-tuning builds a classifier per epoch from the same examples: derived from a
+    remembering classifier, they embed each example once, with unchanged answers."""
+    base = classifier.base_model()
+    embedded: Counter[str] = Counter()
+    embed = base.embedder.embed
+
+    def counting(text: str, dimensions: int | None = None) -> tuple[float, ...]:
+        embedded[text] += 1
+        return embed(text, dimensions)
+
+    monkeypatch.setattr(base.embedder, "embed", counting)
+    examples = {
+        "billing": ["my invoice is wrong", "please refund my card"],
+        "shipping": ["where is my parcel", "the courier lost the box"],
+    }
+    labels = ["billing", "shipping"]
+    start = base.remembering()
+    epochs = [start.with_examples(examples).classify("refund the invoice", labels)]
+    epochs.append(start.with_examples(examples).classify("refund the invoice", labels))
+    assert embedded["my invoice is wrong"] == embedded["the courier lost the box"] == 1
+    assert (
+        epochs[0]
+        == epochs[1]
+        == base.with_examples(examples).classify("refund the invoice", labels)
+    )
