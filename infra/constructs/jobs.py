@@ -205,6 +205,8 @@ class GantryJobs(Construct):
         )
         acknowledge_objects(self.training_worker.role, "files/", ARTIFACT_PREFIX)
         machine.grant_task_response(self.training_worker.role)
+        # Training that would outlive the invocation continues in a new message.
+        self.training.queue.grant_send_messages(self.training_worker.role)
         self.training_worker.function.add_event_source(
             sources.SqsEventSource(
                 self.training.queue, batch_size=1, report_batch_item_failures=True

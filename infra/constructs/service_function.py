@@ -51,6 +51,9 @@ WEB_ADAPTER_ENVIRONMENT: dict[str, str] = {
     "AWS_LWA_PORT": WEB_ADAPTER_PORT,
     "PORT": WEB_ADAPTER_PORT,
     "AWS_LWA_READINESS_CHECK_PATH": "/health",
+    # Not started by Lambda's Python runtime, whose stdout reaches the logs line by line:
+    # unbuffered, so logs and embedded metrics arrive as they are written.
+    "PYTHONUNBUFFERED": "1",
 }
 
 

@@ -370,6 +370,7 @@ def test_streaming_functions_run_behind_the_web_adapter(stacks: GantryApp, famil
     assert env["AWS_LWA_INVOKE_MODE"] == "response_stream"
     assert env["AWS_LWA_READINESS_CHECK_PATH"] == "/health"
     assert env["AWS_LWA_PORT"] == env["PORT"] == "8080"
+    assert env["PYTHONUNBUFFERED"] == "1"  # metrics and logs reach the log stream at once
     adapter = [layer for layer in props["Layers"] if "Ref" not in layer]
     assert "LambdaAdapterLayerArm64" in json.dumps(adapter)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from gantry.domain.webhooks import DEFAULT_RETRY_SCHEDULE
 from infra.constructs.workflows import ASL_PATH
-from tests.infra.support import GantryApp
+from tests.infra.support import GantryApp, as_list, logical_id, role_statements
 
 
 def _one(resources: dict[str, Any], contains: str) -> dict[str, Any]:
@@ -59,8 +59,8 @@ def test_workers_consume_their_queues_with_partial_batch_failures(stacks: Gantry
 
 def _policy_statements(stacks: GantryApp, role_fragment: str) -> list[dict[str, Any]]:
     statements: list[dict[str, Any]] = []
-    for logical_id, policy in stacks.api_resources("AWS::IAM::Policy").items():
-        if role_fragment in logical_id:
+    for policy_id, policy in stacks.api_resources("AWS::IAM::Policy").items():
+        if role_fragment in policy_id:
             statements += policy["Properties"]["PolicyDocument"]["Statement"]
     return statements
 
@@ -129,3 +129,15 @@ def test_every_dead_letter_queue_raises_an_alarm(stacks: GantryApp) -> None:
             assert props["MetricName"] == "ApproximateNumberOfMessagesVisible"
             assert props["Threshold"] == 1
             assert props["TreatMissingData"] == "notBreaching"
+
+
+def test_the_training_worker_may_continue_on_its_own_queue(stacks: GantryApp) -> None:
+    """Training that would outlive an invocation sends its step again to the training
+    queue: the worker consumes that queue and may send to it, and to no other."""
+    jobs = stacks.api.jobs
+    statements = role_statements(stacks, jobs.training_worker.role)
+    queue = {"Fn::GetAtt": [logical_id(jobs.training.queue), "Arn"]}
+    sends = [s for s in statements if "sqs:SendMessage" in as_list(s["Action"])]
+    assert [s["Resource"] for s in sends] == [queue]
+    receives = [s for s in statements if "sqs:ReceiveMessage" in as_list(s["Action"])]
+    assert [s["Resource"] for s in receives] == [queue]
