@@ -132,7 +132,7 @@ class GantryJobs(Construct):
             code_dir=FUNCTIONS_DIR / "files",
             handler="run.sh",
             description="Gantry files: upload, list, retrieve, delete, download (streamed)",
-            # A download streams, so no file is too large for it (buffered: 6 MB at most).
+            # Downloads stream (buffered: 6 MB at most); past 150 MB they redirect to S3.
             web_adapter=web_adapter,
             table_access={"keys": RW, "jobs": RW},
             **common,

@@ -55,6 +55,8 @@ class Settings(TableNames):
     # Files, fine-tuning jobs and webhooks (docs/architecture.md, "Jobs and webhooks").
     files_bucket: str = "gantry-files"
     max_file_bytes: int = 4 * 1024 * 1024
+    # Larger downloads redirect to a short-lived S3 URL: Lambda streams at most 200 MB.
+    max_streamed_download_bytes: int = 150 * 1024 * 1024
     fine_tuning_state_machine_arn: str | None = None
     training_queue_url: str | None = None
     webhook_queue_url: str | None = None

@@ -128,7 +128,13 @@ class JobComponents:
     @cached_property
     def files(self) -> FileService:
         index = DynamoFileIndex(client("dynamodb", self.settings), self.settings.jobs_table)
-        return FileService(index, self.blobs, self.runtime.clock, self.settings.max_file_bytes)
+        return FileService(
+            index,
+            self.blobs,
+            self.runtime.clock,
+            self.settings.max_file_bytes,
+            self.settings.max_streamed_download_bytes,
+        )
 
     @cached_property
     def fine_tuning(self) -> FineTuningService:

@@ -189,7 +189,7 @@ def _stored_output(runtime: Runtime, size: int) -> tuple[FileObject, bytes]:
     return runtime.jobs.files.store(file, data), data
 
 
-async def _download(path: str, key: str) -> tuple[dict[str, str], list[bytes]]:
+async def _download(path: str, key: str, query: str = "") -> tuple[dict[str, str], list[bytes]]:
     """GET `path` through the ASGI app, keeping each body message the app sends."""
     sent: list[Message] = []
     scope = {
@@ -200,7 +200,7 @@ async def _download(path: str, key: str) -> tuple[dict[str, str], list[bytes]]:
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query.encode(),
         "root_path": "",
         "headers": [(b"authorization", f"Bearer {key}".encode()), (b"host", b"test")],
         "client": ("127.0.0.1", 1),
@@ -227,11 +227,12 @@ async def _download(path: str, key: str) -> tuple[dict[str, str], list[bytes]]:
     return headers, [m.get("body", b"") for m in sent if m["type"] == "http.response.body"]
 
 
-def test_a_large_file_downloads_in_parts(runtime: Runtime, admin_key: str) -> None:
+@pytest.mark.parametrize("query", ["", "fields=id"])  # projection applies to JSON objects only
+def test_a_large_file_downloads_in_parts(runtime: Runtime, admin_key: str, query: str) -> None:
     """Never whole in memory: a 3 MB file leaves in 256 KiB parts, with its length up front
     (in AWS the route streams, so a file may be larger than a Lambda response)."""
     file, data = _stored_output(runtime, 3 * 1024 * 1024)
-    headers, parts = asyncio.run(_download(f"{FILES}/{file.id}/content", admin_key))
+    headers, parts = asyncio.run(_download(f"{FILES}/{file.id}/content", admin_key, query))
     assert headers["content-length"] == str(len(data))
     assert headers["content-type"].startswith("application/jsonl")
     assert b"".join(parts) == data
@@ -265,3 +266,24 @@ def test_storage_down_before_a_download_is_a_503(
     error = assert_error(response, 503, "service_unavailable")
     assert error["details"] == {"subsystem": "storage"}
     assert response.headers["retry-after"] == "1"
+
+
+def test_a_file_too_large_to_stream_redirects_to_a_short_lived_storage_url(
+    runtime: Runtime, admin_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lambda streams at most 200 MB: a larger file is served by S3 itself, through a
+    presigned URL that expires, and an HTTP client that follows the redirect (the OpenAI
+    SDK does) gets the bytes without sending its API key to the storage."""
+    file, data = _stored_output(runtime, 300_000)
+    monkeypatch.setattr(runtime.jobs.files, "max_streamed_bytes", 100_000)
+    with BackgroundServer(runtime=runtime) as server:
+        url = f"{server.base_url}{FILES}/{file.id}/content"
+        redirect = httpx.get(url, headers=bearer(admin_key))
+        followed = httpx.get(url, headers=bearer(admin_key), follow_redirects=True)
+    assert redirect.status_code == 307
+    location = redirect.headers["location"]
+    assert "X-Amz-Expires=300" in location and "X-Amz-Signature=" in location
+    assert followed.status_code == 200 and followed.content == data
+    assert followed.history[0].status_code == 307
+    assert "authorization" not in followed.request.headers
+    assert f'filename="{file.filename}"' in followed.headers["content-disposition"]

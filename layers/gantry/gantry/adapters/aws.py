@@ -35,6 +35,8 @@ def client(service: str, settings: Settings) -> Any:
                     read_timeout=5 if in_aws else 120,
                     tcp_keepalive=True,
                     max_pool_connections=64,
+                    # Presigned S3 URLs (large downloads) use SigV4, as S3 requires.
+                    signature_version="s3v4" if service == "s3" else None,
                 ),
             )
         return _clients[key]

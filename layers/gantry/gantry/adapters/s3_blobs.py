@@ -61,6 +61,20 @@ class S3BlobStore:
             raise _unavailable(exc) from exc
         return _parts(body)
 
+    def download_url(self, key: str, filename: str, seconds: int) -> str:
+        try:
+            return self._client.generate_presigned_url(
+                "get_object",
+                Params={
+                    "Bucket": self._bucket,
+                    "Key": key,
+                    "ResponseContentDisposition": f'attachment; filename="{filename}"',
+                },
+                ExpiresIn=seconds,
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable(exc) from exc
+
     def exists(self, key: str) -> bool:
         try:
             self._client.head_object(Bucket=self._bucket, Key=key)

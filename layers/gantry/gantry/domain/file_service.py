@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from gantry.domain.errors import InvalidRequest, NotFound, PayloadTooLarge
 from gantry.domain.files import (
@@ -18,6 +18,17 @@ from gantry.job_ports import BlobStore, BlobWriter, FileIndex
 from gantry.ports import Clock
 
 JSONL_TYPE = "application/jsonl"
+DEFAULT_MAX_STREAMED_BYTES = 150 * 1024 * 1024
+DOWNLOAD_URL_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Download:
+    """A file's contents as a stream of parts, or as a URL to fetch them from."""
+
+    file: FileObject
+    parts: Iterator[bytes] | None = None
+    url: str | None = None
 
 
 def content_key(org_id: str, file_id: str) -> str:
@@ -25,11 +36,19 @@ def content_key(org_id: str, file_id: str) -> str:
 
 
 class FileService:
-    def __init__(self, index: FileIndex, blobs: BlobStore, clock: Clock, max_bytes: int) -> None:
+    def __init__(
+        self,
+        index: FileIndex,
+        blobs: BlobStore,
+        clock: Clock,
+        max_bytes: int,
+        max_streamed_bytes: int = DEFAULT_MAX_STREAMED_BYTES,
+    ) -> None:
         self._index = index
         self._blobs = blobs
         self._clock = clock
         self.max_bytes = max_bytes
+        self.max_streamed_bytes = max_streamed_bytes
 
     def upload(self, org_id: str, filename: str | None, purpose: str, data: bytes) -> FileObject:
         purpose = validate_purpose(purpose)
@@ -75,10 +94,14 @@ class FileService:
     def get(self, org_id: str, file_id: str, param: str = "file_id") -> FileObject:
         return self._owned(org_id, file_id, param)[0]
 
-    def content(self, org_id: str, file_id: str) -> tuple[FileObject, Iterator[bytes]]:
-        """The file and its bytes in parts: a download never holds the whole file."""
+    def content(self, org_id: str, file_id: str) -> Download:
+        """The file's bytes in parts (a download never holds the whole file), or, for a
+        file too large to stream through the API, a short-lived URL of the object."""
         file, key = self._owned(org_id, file_id, "file_id")
-        return file, self._blobs.stream(key)
+        if file.bytes > self.max_streamed_bytes:
+            url = self._blobs.download_url(key, file.filename, DOWNLOAD_URL_SECONDS)
+            return Download(file, url=url)
+        return Download(file, parts=self._blobs.stream(key))
 
     def read(self, file_id: str) -> tuple[FileObject, bytes] | None:
         """Any organization's file (the workers act for the owner of the job)."""

@@ -308,7 +308,8 @@ class _Projector:
             content_type = MutableHeaders(raw=list(message.get("headers", []))).get(
                 "content-type", ""
             )
-            json_body = content_type.startswith("application/json")
+            # JSON objects only: a JSONL download streams through untouched.
+            json_body = content_type.split(";", 1)[0].strip() == "application/json"
             if message.get("status", 200) >= 400 or not json_body:
                 self._passthrough = True
                 await self._send(message)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.routing import APIRoute
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from gantry.domain.errors import UnsupportedMediaType
 from gantry.domain.files import PURPOSES
@@ -113,12 +113,17 @@ def delete_file(file_id: str, principal: FilesWriter, rt: CurrentRuntime) -> Res
     response_class=Response,
 )
 def file_content(file_id: str, principal: FilesReader, rt: CurrentRuntime) -> Response:
-    file, parts = rt.jobs.files.content(principal.org_id, file_id)
+    download = rt.jobs.files.content(principal.org_id, file_id)
+    file = download.file
+    if download.parts is None:
+        # Larger than Lambda may stream (200 MB): the client fetches it from S3 directly
+        # (HTTP clients drop the API key when a redirect leaves the origin).
+        return RedirectResponse(str(download.url), status_code=307)
     media = "text/csv" if file.filename.endswith(".csv") else "application/jsonl"
-    # Streamed: in AWS this route is a streaming integration, so no file is too large to
-    # download (a buffered Lambda response stops at 6 MB).
+    # Streamed: in AWS this route is a streaming integration, so a file may be larger than
+    # the 6 MB a buffered Lambda response carries.
     return StreamingResponse(
-        parts,
+        download.parts,
         media_type=media,
         headers={
             "content-disposition": f'attachment; filename="{file.filename}"',
