@@ -113,11 +113,15 @@ class BatchStore(Protocol):
 
     def set_fields(self, batch_id: str, fields: Mapping[str, Any]) -> None: ...
 
-    def chunk_recorded(self, batch_id: str, index: int) -> bool: ...
+    def chunk_results(self, batch_id: str, index: int) -> str | None:
+        """Where the recorded chunk's results are stored; None if it is not recorded."""
+        ...
 
-    def record_chunk(self, batch_id: str, index: int, counts: RequestCounts, unrun: int) -> bool:
-        """Add a finished chunk's counts to the batch, once per chunk; False if the chunk
-        was recorded already."""
+    def record_chunk(
+        self, batch_id: str, index: int, counts: RequestCounts, unrun: int, results: str
+    ) -> bool:
+        """Add a finished chunk's counts to the batch, with where its results are stored,
+        once per chunk; False if the chunk was recorded already."""
         ...
 
     def unrun_lines(self, batch_id: str) -> int:

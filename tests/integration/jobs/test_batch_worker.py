@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from gantry.adapters.s3_blobs import S3ObjectWriter
 from gantry.adapters.sqs_queue import Received
-from gantry.domain.batch_service import BatchWorker, input_key
+from gantry.domain.batch_service import BatchWorker, chunk_key, input_key
 from gantry.domain.batches import (
     Batch,
     LineResult,
@@ -430,4 +430,34 @@ def test_a_chunk_left_running_after_its_run_failed_stops_before_billing(
     worker(runtime, runner, [], callbacks).handle(run_message(batch, 3), lambda: True)
     assert runner.calls == []
     assert [answer for answer, _ in callbacks.answers] == ["fail"]
-    assert not runtime.jobs.batch_store.chunk_recorded(batch.id, 0)
+    assert runtime.jobs.batch_store.chunk_results(batch.id, 0) is None
+
+
+def test_a_late_worker_that_records_its_chunk_first_is_what_finalize_reports(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a failed Map, Finalize writes a chunk it finds unrecorded as failed lines. A
+    worker still running that chunk may record it between Finalize's look and Finalize's
+    own record: then the worker's results are what the files show, matching the counts."""
+    batch = stored_batch(runtime, 2)
+    store, blobs = runtime.jobs.batch_store, runtime.jobs.blobs
+    store.set_fields(batch.id, {"chunk_count": 1})  # as the validate step leaves it
+    ran = [{"custom_id": f"request-{i}", "response": {"status_code": 200}} for i in range(2)]
+    looked = store.chunk_results
+
+    def worker_records_right_after_the_look(batch_id: str, index: int) -> str | None:
+        found = looked(batch_id, index)
+        if found is None:
+            key = chunk_key(batch_id, index)
+            blobs.put(key, json.dumps({"output": ran, "errors": []}).encode(), "x")
+            assert store.record_chunk(batch_id, index, RequestCounts(0, 2, 0), 0, key)
+        return found
+
+    monkeypatch.setattr(store, "chunk_results", worker_records_right_after_the_look)
+    w = worker(runtime, ScriptedRunner([]), [])
+    assert w.finalize(batch, "States.TaskFailed") == {"status": "failed", "event": "batch.failed"}
+    done = store.get_batch(batch.id)
+    assert done is not None and done.error_file_id is None and done.output_file_id
+    assert (done.request_counts.completed, done.request_counts.failed) == (2, 0)
+    output = blobs.get(f"files/{batch.org_id}/{done.output_file_id}").decode().splitlines()
+    assert [json.loads(line) for line in output] == ran

@@ -153,20 +153,24 @@ class DynamoBatchStore(StatusRecords):
     def _chunk_key(self, batch_id: str, index: int) -> dict[str, Any]:
         return {"pk": s(f"BATCH#{batch_id}"), "sk": s(f"CHUNK#{index:06d}")}
 
-    def chunk_recorded(self, batch_id: str, index: int) -> bool:
+    def chunk_results(self, batch_id: str, index: int) -> str | None:
         response = call(
             self._client.get_item,
             TableName=self._table,
             Key=self._chunk_key(batch_id, index),
             ConsistentRead=True,
         )
-        return "Item" in response
+        item = response.get("Item")
+        return None if item is None else str(item["results"]["S"])
 
-    def record_chunk(self, batch_id: str, index: int, counts: RequestCounts, unrun: int) -> bool:
+    def record_chunk(
+        self, batch_id: str, index: int, counts: RequestCounts, unrun: int, results: str
+    ) -> bool:
         batch = self._item(batch_id)
         retain = batch["expires_at"] if batch and "expires_at" in batch else n(0)
         chunk_item = {
             **self._chunk_key(batch_id, index),
+            "results": s(results),
             "completed": n(counts.completed),
             "failed": n(counts.failed),
             "unrun": n(unrun),

@@ -109,7 +109,14 @@ class BatchFailure(Exception):
 
 
 def chunk_key(batch_id: str, index: int) -> str:
+    """Where a chunk's worker stores the results of its lines."""
     return f"batches/{batch_id}/chunks/{index:06d}.json"
+
+
+def unrun_key(batch_id: str, index: int) -> str:
+    """Where Finalize stores a chunk that never ran as failed lines (apart from what a late
+    worker of that chunk may write: the chunk's record says which of the two counts)."""
+    return f"batches/{batch_id}/chunks/{index:06d}.unrun.json"
 
 
 def input_key(batch_id: str, index: int) -> str:
@@ -370,7 +377,7 @@ class BatchWorker:
         seconds_left: Callable[[], float] | None = None,
         message: Mapping[str, Any] | None = None,
     ) -> dict[str, Any] | None:
-        if self._batches.chunk_recorded(batch.id, chunk.index):
+        if self._batches.chunk_results(batch.id, chunk.index) is not None:
             return {}
         progress = _ChunkProgress.load(self._blobs, progress_key(batch.id, chunk.index))
         lines = self._chunk_lines(batch, chunk.index)[progress.done :]
@@ -407,8 +414,11 @@ class BatchWorker:
                     progress.unrun(unrun_line(line, rid, EXPIRED_LINE))
                 else:
                     progress.ran(output_line(line, result), result.ok)
-        self._blobs.put(chunk_key(batch.id, chunk.index), progress.results(), "application/json")
-        self._batches.record_chunk(batch.id, chunk.index, progress.counts, progress.unrun_count)
+        key = chunk_key(batch.id, chunk.index)
+        self._blobs.put(key, progress.results(), "application/json")
+        self._batches.record_chunk(
+            batch.id, chunk.index, progress.counts, progress.unrun_count, key
+        )
         return {}
 
     def _continue(
@@ -472,11 +482,13 @@ class BatchWorker:
         errors = self._files.line_writer(self._result_file(current, "errors"))
         try:
             for index in range(current.chunk_count):
-                if run_failure is not None and not self._batches.chunk_recorded(batch.id, index):
+                # After a successful run, every chunk recorded its results before the Map
+                # let this step start; after a failed one, some may never have.
+                results = self._batches.chunk_results(batch.id, index)
+                if results is None and run_failure is not None:
                     part = self._never_ran(current, index)
                 else:
-                    # Every chunk recorded its results before the Map let this step start.
-                    part = json.loads(self._blobs.get(chunk_key(batch.id, index)))
+                    part = json.loads(self._blobs.get(results or chunk_key(batch.id, index)))
                 for row in part["output"]:
                     outputs.write(json.dumps(row, separators=(",", ":")))
                 for row in part["errors"]:
@@ -504,16 +516,19 @@ class BatchWorker:
 
     def _never_ran(self, batch: Batch, index: int) -> dict[str, Any]:
         """A chunk the failed run never recorded: its lines go to the error file, counted
-        as failed once (a late worker's own record of the chunk is then refused). Its
-        results are stored first, like a chunk that ran, so a Finalize that fails after
-        this and runs again reads them back."""
+        as failed once. They are stored first, like a chunk that ran, so a Finalize that
+        fails after this and runs again reads them back. Whichever records the chunk first,
+        this or a worker still running it, is what the files and the counts both show."""
         lines = self._chunk_lines(batch, index)
         rows = [unrun_line(line, request_id(batch.id, line.line), FAILED_LINE) for line in lines]
         part: dict[str, Any] = {"output": [], "errors": rows}
-        encoded = json.dumps(part, separators=(",", ":")).encode()
-        self._blobs.put(chunk_key(batch.id, index), encoded, "application/json")
-        self._batches.record_chunk(batch.id, index, RequestCounts(0, 0, len(rows)), 0)
-        return part
+        key = unrun_key(batch.id, index)
+        self._blobs.put(key, json.dumps(part, separators=(",", ":")).encode(), "application/json")
+        if self._batches.record_chunk(batch.id, index, RequestCounts(0, 0, len(rows)), 0, key):
+            return part
+        winner = self._batches.chunk_results(batch.id, index) or chunk_key(batch.id, index)
+        recorded: dict[str, Any] = json.loads(self._blobs.get(winner))
+        return recorded
 
     def _chunk_lines(self, batch: Batch, index: int) -> list[BatchLine]:
         return read_chunk(self._blobs.get(input_key(batch.id, index)))
