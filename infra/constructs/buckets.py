@@ -33,6 +33,7 @@ class FilesBucket(Construct):
             self.bucket,
             "AwsSolutions-S1",
             "Every access goes through the Gantry functions, which log each request with its "
-            "request id, key id and organization; S3 server access logs would duplicate that "
-            "trail in a second bucket.",
+            "request id, key id and organization (downloads over 150 MB through a five-minute "
+            "presigned URL the files function issues and logs); S3 server access logs would "
+            "duplicate that trail in a second bucket.",
         )

@@ -114,7 +114,8 @@ class BatchStore(Protocol):
     def set_fields(self, batch_id: str, fields: Mapping[str, Any]) -> None: ...
 
     def chunk_results(self, batch_id: str, index: int) -> str | None:
-        """Where the recorded chunk's results are stored; None if it is not recorded."""
+        """Where the recorded chunk's results are stored ("" when its record does not say:
+        the worker's usual key); None if it is not recorded."""
         ...
 
     def record_chunk(

@@ -461,3 +461,34 @@ def test_a_late_worker_that_records_its_chunk_first_is_what_finalize_reports(
     assert (done.request_counts.completed, done.request_counts.failed) == (2, 0)
     output = blobs.get(f"files/{batch.org_id}/{done.output_file_id}").decode().splitlines()
     assert [json.loads(line) for line in output] == ran
+
+
+def test_a_chunk_recorded_before_results_keys_reads_from_the_workers_key(
+    runtime: Runtime,
+) -> None:
+    """Records written by the previous release name no results key: the chunk's worker
+    wrote its results to the usual key, and Finalize reads them from there."""
+    from gantry.adapters.aws import client
+
+    batch = stored_batch(runtime, 2)
+    store, blobs = runtime.jobs.batch_store, runtime.jobs.blobs
+    store.set_fields(batch.id, {"chunk_count": 1})
+    ran = [{"custom_id": f"request-{i}", "response": {"status_code": 200}} for i in range(2)]
+    blobs.put(chunk_key(batch.id, 0), json.dumps({"output": ran, "errors": []}).encode(), "x")
+    client("dynamodb", runtime.settings).put_item(
+        TableName=runtime.settings.jobs_table,
+        Item={
+            "pk": {"S": f"BATCH#{batch.id}"},
+            "sk": {"S": "CHUNK#000000"},
+            "completed": {"N": "2"},
+            "failed": {"N": "0"},
+            "unrun": {"N": "0"},
+        },
+    )
+    assert store.chunk_results(batch.id, 0) == ""
+    w = worker(runtime, ScriptedRunner([]), [])
+    assert w.finalize(batch) == {"status": "completed", "event": "batch.completed"}
+    done = store.get_batch(batch.id)
+    assert done is not None and done.output_file_id
+    output = blobs.get(f"files/{batch.org_id}/{done.output_file_id}").decode().splitlines()
+    assert [json.loads(line) for line in output] == ran

@@ -14,8 +14,8 @@ from botocore.stub import Stubber
 from fastapi.testclient import TestClient
 from starlette.types import Message
 
-from gantry.adapters.s3_blobs import STREAM_PART_BYTES
-from gantry.domain.files import FileObject, new_file_id
+from gantry.adapters.s3_blobs import STREAM_PART_BYTES, S3BlobStore
+from gantry.domain.files import FileObject, attachment, new_file_id
 from gantry.http.app import create_app
 from gantry.local.server import BackgroundServer
 from gantry.runtime import Runtime
@@ -287,3 +287,54 @@ def test_a_file_too_large_to_stream_redirects_to_a_short_lived_storage_url(
     assert followed.history[0].status_code == 307
     assert "authorization" not in followed.request.headers
     assert f'filename="{file.filename}"' in followed.headers["content-disposition"]
+
+
+def test_any_file_name_downloads_with_an_ascii_safe_disposition(
+    api: TestClient, admin_key: str
+) -> None:
+    """Headers carry ASCII: a name beyond it is sent as RFC 5987 `filename*`, with an
+    ASCII stand-in for older clients (before, such a download was a 500)."""
+    name = "données été.jsonl"
+    created = api.post(
+        FILES,
+        headers=bearer(admin_key),
+        files={"file": (name, chat_examples())},
+        data={"purpose": "fine-tune"},
+    )
+    assert created.status_code == 200, created.text
+    assert created.json()["filename"] == name
+    content = api.get(f"{FILES}/{created.json()['id']}/content", headers=bearer(admin_key))
+    assert content.status_code == 200 and content.content == chat_examples()
+    assert content.headers["content-disposition"] == (
+        'attachment; filename="donn_es _t_.jsonl"; '
+        "filename*=UTF-8''donn%C3%A9es%20%C3%A9t%C3%A9.jsonl"
+    )
+    assert attachment('a "b".jsonl').startswith('attachment; filename="a _b_.jsonl"; ')
+
+
+def test_in_aws_a_large_download_is_a_regional_sigv4_url() -> None:
+    """The URL every region accepts: the bucket's regional virtual-hosted endpoint, SigV4
+    with the function's temporary credentials (signing needs no network)."""
+    from gantry.adapters.aws import client, reset_clients
+    from gantry.config import Settings
+
+    settings = Settings(env="aws", region="il-central-1", aws_endpoint_url=None)
+    session = {
+        "AWS_ACCESS_KEY_ID": "ASIAEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_SESSION_TOKEN": "token",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in session.items():
+            patch.setenv(name, value)
+        reset_clients()
+        try:
+            store = S3BlobStore(client("s3", settings), "gantry-files-1-il-central-1")
+            url = httpx.URL(store.download_url("files/org/file-1", "out.jsonl", 300))
+        finally:
+            reset_clients()
+    assert url.host == "gantry-files-1-il-central-1.s3.il-central-1.amazonaws.com"
+    assert url.params["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256"
+    assert url.params["X-Amz-Expires"] == "300"
+    assert url.params["X-Amz-Security-Token"] == "token"
+    assert url.params["response-content-disposition"].startswith('attachment; filename="out')

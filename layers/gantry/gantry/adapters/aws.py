@@ -35,8 +35,15 @@ def client(service: str, settings: Settings) -> Any:
                     read_timeout=5 if in_aws else 120,
                     tcp_keepalive=True,
                     max_pool_connections=64,
-                    # Presigned S3 URLs (large downloads) use SigV4, as S3 requires.
+                    # Presigned S3 URLs (large downloads) use SigV4 on the regional
+                    # virtual-hosted endpoint, which every region accepts; a local
+                    # endpoint keeps path-style URLs.
                     signature_version="s3v4" if service == "s3" else None,
+                    s3=(
+                        {"addressing_style": "virtual"}
+                        if service == "s3" and settings.aws_endpoint_url is None
+                        else None
+                    ),
                 ),
             )
         return _clients[key]

@@ -161,7 +161,9 @@ class DynamoBatchStore(StatusRecords):
             ConsistentRead=True,
         )
         item = response.get("Item")
-        return None if item is None else str(item["results"]["S"])
+        if item is None:
+            return None
+        return str(item.get("results", {}).get("S", ""))  # "": recorded before results keys
 
     def record_chunk(
         self, batch_id: str, index: int, counts: RequestCounts, unrun: int, results: str

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gantry.domain.errors import ServiceUnavailable
+from gantry.domain.files import attachment
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
@@ -68,7 +69,7 @@ class S3BlobStore:
                 Params={
                     "Bucket": self._bucket,
                     "Key": key,
-                    "ResponseContentDisposition": f'attachment; filename="{filename}"',
+                    "ResponseContentDisposition": attachment(filename),
                 },
                 ExpiresIn=seconds,
             )

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 from gantry.domain.errors import InvalidRequest
 
@@ -107,6 +108,13 @@ def validate_purpose(purpose: str) -> str:
             param="purpose",
         )
     return purpose
+
+
+def attachment(filename: str) -> str:
+    """A Content-Disposition for downloading `filename`: an ASCII `filename` for every
+    client, and the exact name as RFC 5987 `filename*` (headers carry ASCII only)."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def validate_filename(filename: str | None) -> str:

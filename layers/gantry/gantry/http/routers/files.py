@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from gantry.domain.errors import UnsupportedMediaType
-from gantry.domain.files import PURPOSES
+from gantry.domain.files import PURPOSES, attachment
 from gantry.domain.keys import Principal
 from gantry.http.deps import CurrentRuntime, Scope, scope_of
 from gantry.http.responses import json_response
@@ -126,7 +126,7 @@ def file_content(file_id: str, principal: FilesReader, rt: CurrentRuntime) -> Re
         download.parts,
         media_type=media,
         headers={
-            "content-disposition": f'attachment; filename="{file.filename}"',
+            "content-disposition": attachment(file.filename),
             "content-length": str(file.bytes),
         },
     )
