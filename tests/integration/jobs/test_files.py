@@ -329,8 +329,12 @@ def test_in_aws_a_large_download_is_a_regional_sigv4_url() -> None:
             patch.setenv(name, value)
         reset_clients()
         try:
-            store = S3BlobStore(client("s3", settings), "gantry-files-1-il-central-1")
-            url = httpx.URL(store.download_url("files/org/file-1", "out.jsonl", 300))
+            s3 = client("s3", settings)
+            store = S3BlobStore(s3, "gantry-files-1-il-central-1")
+            with Stubber(s3) as stub:  # the object is there (checked before the URL is made)
+                where = {"Bucket": "gantry-files-1-il-central-1", "Key": "files/org/file-1"}
+                stub.add_response("head_object", {"ContentLength": 1}, where)
+                url = httpx.URL(store.download_url("files/org/file-1", "out.jsonl", 300))
         finally:
             reset_clients()
     assert url.host == "gantry-files-1-il-central-1.s3.il-central-1.amazonaws.com"
@@ -338,3 +342,14 @@ def test_in_aws_a_large_download_is_a_regional_sigv4_url() -> None:
     assert url.params["X-Amz-Expires"] == "300"
     assert url.params["X-Amz-Security-Token"] == "token"
     assert url.params["response-content-disposition"].startswith('attachment; filename="out')
+
+
+def test_a_large_file_whose_contents_are_gone_is_a_503_not_a_redirect(
+    runtime: Runtime, api: TestClient, admin_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file, _ = _stored_output(runtime, 300_000)
+    monkeypatch.setattr(runtime.jobs.files, "max_streamed_bytes", 100_000)
+    runtime.jobs.blobs.delete(f"files/{file.org_id}/{file.id}")
+    response = api.get(f"{FILES}/{file.id}/content", headers=bearer(admin_key))
+    error = assert_error(response, 503, "service_unavailable")
+    assert error["details"] == {"subsystem": "storage"}

@@ -64,6 +64,8 @@ class S3BlobStore:
 
     def download_url(self, key: str, filename: str, seconds: int) -> str:
         try:
+            # Checked first, as a stream is: a client is never sent to S3's own error page.
+            self._client.head_object(Bucket=self._bucket, Key=key)
             return self._client.generate_presigned_url(
                 "get_object",
                 Params={
