@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -224,3 +224,20 @@ def wait_for_status(
 
     found: dict[str, Any] = wait_until(done, timeout)
     return found
+
+
+def taken(queue: Any, wanted: Callable[[dict[str, Any]], bool]) -> list[Any]:
+    """The queue's messages whose body is `wanted`, waiting for at least one; the others
+    (other tests' messages) go back to the queue at once."""
+
+    def found() -> list[Any]:
+        mine = []
+        for message in queue.receive(0, 30, 10):
+            if wanted(message.body):
+                mine.append(message)
+            else:
+                queue.retry_after(message.receipt, 0)
+        return mine
+
+    messages: list[Any] = wait_until(found, timeout=30)
+    return messages

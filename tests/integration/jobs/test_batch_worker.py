@@ -31,7 +31,7 @@ from gantry.local.invoke import LocalContext
 from gantry.local.job_resources import BATCH_ASL_PATH
 from gantry.runtime import Runtime
 from tests.conftest import Keys
-from tests.integration.jobs.conftest import MovingClock, jsonl, upload, wait_until
+from tests.integration.jobs.conftest import MovingClock, jsonl, taken, upload, wait_until
 from tests.integration.jobs.test_batches import BATCHES, create_batch, echo_line, file_lines
 from tests.integration.jobs.test_lambda_workers import sqs_event
 
@@ -41,20 +41,11 @@ CONTEXT = LocalContext("gantry-batch_worker", remaining_millis=900_000)
 def next_step(runtime: Runtime, batch_id: str, step: str | tuple[str, ...]) -> list[Received]:
     """The batch queue's messages for this batch and step (other tests may have left theirs,
     which go back to the queue at once)."""
-    queue = runtime.jobs.batch_queue
-
-    def found() -> list[Received]:
-        mine = []
-        for message in queue.receive(0, 30, 10):
-            steps = (step,) if isinstance(step, str) else step
-            if message.body.get("batch_id") == batch_id and message.body.get("step") in steps:
-                mine.append(message)
-            else:
-                queue.retry_after(message.receipt, 0)
-        return mine
-
-    messages: list[Received] = wait_until(found, timeout=30)
-    return messages
+    steps = (step,) if isinstance(step, str) else step
+    return taken(
+        runtime.jobs.batch_queue,
+        lambda body: body.get("batch_id") == batch_id and body.get("step") in steps,
+    )
 
 
 def usage_requests(api: TestClient) -> int:

@@ -25,6 +25,7 @@ from tests.integration.jobs.conftest import (
     chat_examples,
     classification_examples,
     jsonl,
+    taken,
     upload,
     wait_for_status,
     wait_until,
@@ -418,20 +419,8 @@ def test_unknown_job_is_404(api: TestClient) -> None:
 
 
 def next_training_step(runtime: Runtime, job_id: str) -> list[Received]:
-    """The training queue's next message for this job (others go back at once)."""
-    queue = runtime.jobs.training_queue
-
-    def found() -> list[Received]:
-        mine = []
-        for message in queue.receive(0, 30, 10):
-            if message.body.get("job_id") == job_id:
-                mine.append(message)
-            else:
-                queue.retry_after(message.receipt, 0)
-        return mine
-
-    messages: list[Received] = wait_until(found, timeout=30)
-    return messages
+    """The training queue's next message for this job."""
+    return taken(runtime.jobs.training_queue, lambda body: body.get("job_id") == job_id)
 
 
 def test_training_that_would_outlive_its_invocation_continues_in_a_new_one(
